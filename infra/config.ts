@@ -1,0 +1,335 @@
+import * as ipaddr from "ipaddr.js";
+import { z } from "zod";
+
+// Every project key is a flat, top-level key under `leaninfra:` because Pulumi's project config
+// schema (Pulumi.yaml `config:`) can only declare string, integer, boolean and array keys.
+export const PROJECT = "leaninfra";
+
+export const LOCATIONS = ["fsn1", "nbg1", "hel1", "ash", "hil", "sin"] as const;
+// Hetzner sells the shared Intel (cx) and Arm (cax) types in its EU locations only.
+const EU_ONLY_FAMILIES = ["cx", "cax"];
+const EU_LOCATIONS = ["fsn1", "nbg1", "hel1"];
+
+const HOSTNAME_LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
+const SSH_PUBLIC_KEY =
+  /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/]{40,}={0,3}( \S.*)?$/;
+
+function isDomainName(value: string): boolean {
+  if (value.length > 253 || !value.includes(".")) return false;
+  return value.split(".").every((label) => HOSTNAME_LABEL.test(label));
+}
+
+/** Returns why `value` is not a usable firewall CIDR, or undefined when it is one. */
+export function cidrProblem(value: string): string | undefined {
+  if (!ipaddr.isValidCIDR(value)) return "is not a CIDR (accepted: an IPv4 or IPv6 network such as 203.0.113.7/32 or 2001:db8::/56)";
+  const [address, prefix] = ipaddr.parseCIDR(value);
+  const network =
+    address.kind() === "ipv4"
+      ? ipaddr.IPv4.networkAddressFromCIDR(value)
+      : ipaddr.IPv6.networkAddressFromCIDR(value);
+  if (network.toString() !== address.toString()) {
+    return `has host bits set (accepted: the network address, here ${network.toString()}/${prefix})`;
+  }
+  return undefined;
+}
+
+export function isWholeInternet(cidr: string): boolean {
+  return ipaddr.isValidCIDR(cidr) && ipaddr.parseCIDR(cidr)[1] === 0;
+}
+
+const cidr = z.string().superRefine((value, ctx) => {
+  const problem = cidrProblem(value);
+  if (problem) ctx.addIssue({ code: "custom", message: problem });
+});
+
+/**
+ * The project's config keys: the single source of the Pulumi.yaml `config:` block (type, default,
+ * description) and of validation. Descriptions are written for the person editing Pulumi.<stack>.yaml.
+ */
+export const configSchema = z
+  .object({
+    domain: z
+      .string()
+      .refine(isDomainName, { message: "is not a domain name (accepted: lower-case labels joined by dots, e.g. example.com)" })
+      .describe("The product's apex domain, e.g. example.com. The server's name and reverse DNS derive from it."),
+    environment: z
+      .enum(["production", "staging", "development"])
+      .default("production")
+      .describe("What this stack is. production turns on delete and rebuild protection and refuses to run without them."),
+    location: z
+      .enum(LOCATIONS)
+      .default("fsn1")
+      .describe("Hetzner location of the server, its IPs and its volume: fsn1, nbg1, hel1 (EU), ash, hil (US), sin (Asia)."),
+    serverType: z
+      .string()
+      .regex(/^(cx|cpx|cax|ccx)[0-9]{2}$/, { message: "is not a Hetzner server type (accepted: e.g. cx22, cx32, cpx31, cax21, ccx13)" })
+      .default("cx32")
+      .describe("Hetzner server type, e.g. cx22 (2 vCPU, 4 GB), cx32 (4 vCPU, 8 GB), cpx31, cax21, ccx13."),
+    image: z
+      .string()
+      .regex(/^(debian-13|[0-9]+)$/, { message: "is not supported (accepted: debian-13, or the numeric id of a snapshot made from it)" })
+      .default("debian-13")
+      .describe("Server image: debian-13, or the numeric id of a Hetzner snapshot of it. The host roles are written for Debian 13."),
+    hostname: z
+      .string()
+      .regex(HOSTNAME_LABEL, { message: "is not a host name label (accepted: a-z, 0-9 and '-', at most 63 characters)" })
+      .default("app")
+      .describe("The server's host name; its full name is <hostname>.<domain>, used for reverse DNS."),
+    adminUser: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_-]{0,31}$/, { message: "is not a Linux user name (accepted: a-z, 0-9, '_' and '-', starting with a letter or '_')" })
+      .refine((name) => name !== "root", { message: "cannot be root: root login over SSH is turned off (accepted: any other user name, e.g. ops)" })
+      .default("ops")
+      .describe("The admin user created on the server; it logs in with adminSshPublicKey and uses sudo."),
+    adminSshPublicKey: z
+      .string()
+      .regex(SSH_PUBLIC_KEY, { message: "is not an OpenSSH public key (accepted: one line such as 'ssh-ed25519 AAAA... you@laptop')" })
+      .describe("The admin's OpenSSH public key, one line (e.g. the content of ~/.ssh/id_ed25519.pub)."),
+    sshAllowFrom: z
+      .array(cidr)
+      .min(1, { message: "is empty (accepted: at least one network, e.g. your office address as 203.0.113.7/32)" })
+      .describe("Networks allowed to reach SSH (port 22), as CIDRs. 0.0.0.0/0 or ::/0 also needs sshAllowAnywhere."),
+    sshAllowAnywhere: z
+      .boolean()
+      .default(false)
+      .describe("Set true to accept 0.0.0.0/0 or ::/0 in sshAllowFrom, i.e. SSH open to the whole internet."),
+    cdnProxy: z
+      .boolean()
+      .default(true)
+      .describe("Serve through Cloudflare's proxy. When true, ports 80/443 admit Cloudflare's published ranges only; when false, anyone."),
+    deleteProtection: z
+      .boolean()
+      .default(true)
+      .describe("Hetzner delete and rebuild protection on the server, its IPs and its volume."),
+    allowUnprotectedProduction: z
+      .boolean()
+      .default(false)
+      .describe("Set true to let a production stack run with deleteProtection false (e.g. to tear it down on purpose)."),
+    hetznerBackups: z
+      .boolean()
+      .default(false)
+      .describe("Hetzner's own daily server backups (+20% of the server price). Database backups do not depend on them."),
+    volumeSizeGb: z
+      .number()
+      .int()
+      .min(10)
+      .max(10240)
+      .default(20)
+      .describe("Size in GB of the data volume mounted at /srv/data (PostgreSQL and backup staging). It can grow, never shrink."),
+    swapSizeMb: z
+      .number()
+      .int()
+      .min(0)
+      .max(65536)
+      .default(2048)
+      .describe("Size in MB of the swap file /swapfile; 0 for none."),
+    journalMaxUseMb: z
+      .number()
+      .int()
+      .min(64)
+      .max(16384)
+      .default(1024)
+      .describe("Upper bound in MB for the systemd journal on disk."),
+  })
+  .strict();
+
+type ParsedConfig = z.output<typeof configSchema>;
+
+interface CrossFieldProblem {
+  path: (string | number)[];
+  input: unknown;
+  message: string;
+}
+
+/**
+ * Rules that span several keys. They run on every key that is valid by itself, so a stack with a
+ * bad serverType still hears about its unprotected production server in the same run.
+ */
+function crossFieldProblems(cfg: Partial<ParsedConfig>): CrossFieldProblem[] {
+  const problems: CrossFieldProblem[] = [];
+  if (cfg.environment === "production" && cfg.deleteProtection === false && cfg.allowUnprotectedProduction === false) {
+    problems.push({
+      path: ["deleteProtection"],
+      input: false,
+      message:
+        "is refused for a production stack: one mistaken `pulumi destroy` would delete the server and its data volume " +
+        "(accepted: true, or set allowUnprotectedProduction true as well)",
+    });
+  }
+  cfg.sshAllowFrom?.forEach((network, index) => {
+    if (isWholeInternet(network) && cfg.sshAllowAnywhere === false) {
+      problems.push({
+        path: ["sshAllowFrom", index],
+        input: network,
+        message: "opens SSH to the whole internet (accepted: your own networks, or set sshAllowAnywhere true as well)",
+      });
+    }
+  });
+  if (cfg.serverType && cfg.location) {
+    const family = cfg.serverType.replace(/[0-9]+$/, "");
+    if (EU_ONLY_FAMILIES.includes(family) && !EU_LOCATIONS.includes(cfg.location)) {
+      problems.push({
+        path: ["serverType"],
+        input: cfg.serverType,
+        message: `is not sold in location ${cfg.location} (accepted there: cpx or ccx types, e.g. cpx31)`,
+      });
+    }
+  }
+  if (cfg.hostname && cfg.domain && `${cfg.hostname}.${cfg.domain}`.length > 253) {
+    problems.push({ path: ["hostname"], input: cfg.hostname, message: "makes the full host name longer than 253 characters" });
+  }
+  return problems;
+}
+
+export type StackConfigInput = z.input<typeof configSchema>;
+
+export interface StackConfig extends ParsedConfig {
+  /** Pulumi stack name. */
+  readonly stack: string;
+  /** The server's fully qualified name: <hostname>.<domain>. */
+  readonly fqdn: string;
+  readonly isProduction: boolean;
+}
+
+/** Raised when config is invalid; `problems` holds one line per bad key, all of them at once. */
+export class ConfigError extends Error {
+  constructor(
+    readonly stack: string,
+    readonly problems: string[],
+  ) {
+    super(
+      `Stack "${stack}" has ${problems.length} configuration problem${problems.length === 1 ? "" : "s"}; nothing was created:\n` +
+        problems.map((p) => `  - ${p}`).join("\n") +
+        `\nFix them in Pulumi.${stack}.yaml (or with \`pulumi config set\`) and run again.`,
+    );
+    this.name = "ConfigError";
+  }
+}
+
+export function keyPath(path: readonly PropertyKey[]): string {
+  return path.reduce<string>(
+    (acc, part) => (typeof part === "number" ? `${acc}[${part}]` : acc ? `${acc}.${String(part)}` : String(part)),
+    "",
+  );
+}
+
+function shown(value: unknown): string {
+  if (value === undefined) return "(not set)";
+  const text = JSON.stringify(value);
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}
+
+const TYPE_NOUNS: Record<string, string> = {
+  string: "a string",
+  number: "a number",
+  int: "an integer",
+  boolean: "true or false",
+  array: "a list",
+  object: "an object",
+};
+
+function describeIssue(issue: z.core.$ZodIssue, shape: Record<string, z.ZodType>): string {
+  const key = `${PROJECT}:${keyPath(issue.path)}`;
+  const input = (issue as { input?: unknown }).input;
+  switch (issue.code) {
+    case "unrecognized_keys": {
+      const known = Object.keys(shape).sort().join(", ");
+      return issue.keys.map((k) => `${PROJECT}:${k}: is not a LeanInfra setting (accepted keys: ${known})`).join("\n");
+    }
+    case "invalid_type": {
+      if (input === undefined) {
+        const description = shape[String(issue.path[0])]?.description;
+        return `${key}: is required but not set${description ? ` (${description})` : ""}`;
+      }
+      return `${key}: ${shown(input)} is not ${TYPE_NOUNS[issue.expected] ?? issue.expected} (accepted: ${TYPE_NOUNS[issue.expected] ?? issue.expected})`;
+    }
+    case "invalid_value":
+      return `${key}: ${shown(input)} is not allowed (accepted: ${issue.values.map((v) => String(v)).join(", ")})`;
+    case "too_small":
+      return issue.origin === "array"
+        ? `${key}: ${shown(input)} ${issue.message}`
+        : `${key}: ${shown(input)} is too small (accepted: at least ${String(issue.minimum)})`;
+    case "too_big":
+      return `${key}: ${shown(input)} is too large (accepted: at most ${String(issue.maximum)})`;
+    default:
+      return `${key}: ${shown(input)} ${issue.message}`;
+  }
+}
+
+/** The declared Pulumi type of each key, used to decode the strings Pulumi hands the program. */
+export function declaredType(schema: z.core.JSONSchema.BaseSchema): "string" | "integer" | "boolean" | "array" {
+  const type = schema.type;
+  if (type === "string" || type === "integer" || type === "boolean" || type === "array") return type;
+  throw new Error(`config key type ${String(type)} cannot be declared in Pulumi.yaml`);
+}
+
+const jsonSchema = z.toJSONSchema(configSchema, { io: "input" });
+const keySchemas = jsonSchema.properties as Record<string, z.core.JSONSchema.BaseSchema>;
+
+/**
+ * Pulumi passes every config value to the program as a string ("true", "20", "[\"1.2.3.4/32\"]");
+ * a stack file read offline gives YAML types. Both become the declared type here; anything that
+ * does not decode is left as it is, for validation to report.
+ */
+export function decodeRawValue(key: string, value: unknown): unknown {
+  const schema = keySchemas[key];
+  if (!schema || typeof value !== "string") return value;
+  const type = declaredType(schema);
+  if (type === "string") return value;
+  try {
+    return JSON.parse(value);
+  } catch {
+    return value;
+  }
+}
+
+/**
+ * Turns raw project config (keys without the `leaninfra:` prefix) into one frozen StackConfig, or
+ * throws ConfigError listing every problem, each with its key, the value given and what is accepted.
+ */
+export function validateConfig(stack: string, raw: Record<string, unknown>): StackConfig {
+  const decoded = Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, decodeRawValue(k, v)]));
+  const shape = configSchema.shape as Record<string, z.ZodType>;
+  const result = configSchema.safeParse(decoded, { reportInput: true });
+  const problems = result.success ? [] : result.error.issues.flatMap((issue) => describeIssue(issue, shape).split("\n"));
+  const validKeys: Record<string, unknown> = {};
+  for (const [key, field] of Object.entries(shape)) {
+    const parsed = field.safeParse(decoded[key]);
+    if (parsed.success) validKeys[key] = parsed.data;
+  }
+  // A list with one bad entry still has its other entries checked.
+  if (Array.isArray(decoded.sshAllowFrom)) validKeys.sshAllowFrom = decoded.sshAllowFrom.map(String);
+  for (const p of crossFieldProblems(validKeys as Partial<ParsedConfig>)) {
+    problems.push(`${PROJECT}:${keyPath(p.path)}: ${shown(p.input)} ${p.message}`);
+  }
+  if (!result.success || problems.length > 0) throw new ConfigError(stack, problems);
+  const cfg = result.data;
+  return Object.freeze({
+    ...cfg,
+    sshAllowFrom: Object.freeze([...cfg.sshAllowFrom]) as string[],
+    stack,
+    fqdn: `${cfg.hostname}.${cfg.domain}`,
+    isProduction: cfg.environment === "production",
+  });
+}
+
+export interface PulumiConfigDeclaration {
+  type: "string" | "integer" | "boolean" | "array";
+  description: string;
+  default?: unknown;
+  items?: { type: string };
+}
+
+/** The Pulumi.yaml `config:` block derived from the schema; a test keeps Pulumi.yaml equal to it. */
+export function pulumiConfigDeclarations(): Record<string, PulumiConfigDeclaration> {
+  const out: Record<string, PulumiConfigDeclaration> = {};
+  for (const [key, schema] of Object.entries(keySchemas)) {
+    const declaration: PulumiConfigDeclaration = { type: declaredType(schema), description: String(schema.description) };
+    if (declaration.type === "array") {
+      declaration.items = { type: String((schema.items as z.core.JSONSchema.BaseSchema).type) };
+    }
+    if (schema.default !== undefined) declaration.default = schema.default;
+    out[key] = declaration;
+  }
+  return out;
+}

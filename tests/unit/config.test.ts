@@ -1,0 +1,153 @@
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import test from "node:test";
+import { parse } from "yaml";
+import { ConfigError, cidrProblem, pulumiConfigDeclarations, validateConfig } from "../../infra/config";
+
+const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHn9lq7g1xv3Y2Yl7Zb3eVq9tW4k8dG0ZcU2n6pYb1Xq owner@laptop";
+const valid = { domain: "example.com", adminSshPublicKey: KEY, sshAllowFrom: ["203.0.113.7/32"] };
+
+function problems(raw: Record<string, unknown>, stack = "prod"): string[] {
+  try {
+    validateConfig(stack, raw);
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, `expected ConfigError, got ${String(error)}`);
+    return error.problems;
+  }
+  assert.fail(`config was accepted: ${JSON.stringify(raw)}`);
+}
+
+test("a minimal valid config gets every default", () => {
+  const cfg = validateConfig("prod", valid);
+  assert.equal(cfg.location, "fsn1");
+  assert.equal(cfg.serverType, "cx32");
+  assert.equal(cfg.image, "debian-13");
+  assert.equal(cfg.environment, "production");
+  assert.equal(cfg.isProduction, true);
+  assert.equal(cfg.deleteProtection, true);
+  assert.equal(cfg.cdnProxy, true);
+  assert.equal(cfg.fqdn, "app.example.com");
+  assert.ok(Object.isFrozen(cfg));
+  assert.throws(() => (cfg.sshAllowFrom as string[]).push("10.0.0.0/8"));
+});
+
+test("values arrive as strings from Pulumi and are decoded by their declared type", () => {
+  const cfg = validateConfig("prod", {
+    ...valid,
+    sshAllowFrom: '["203.0.113.0/24","2001:db8::/32"]',
+    cdnProxy: "false",
+    volumeSizeGb: "40",
+    hostname: "42",
+  });
+  assert.deepEqual(cfg.sshAllowFrom, ["203.0.113.0/24", "2001:db8::/32"]);
+  assert.equal(cfg.cdnProxy, false);
+  assert.equal(cfg.volumeSizeGb, 40);
+  assert.equal(cfg.hostname, "42", "string keys stay strings even when they look like numbers");
+});
+
+const badInputs: Array<{ name: string; raw: Record<string, unknown>; key: string; mentions: string }> = [
+  { name: "CIDR with a /33 prefix", raw: { sshAllowFrom: ["203.0.113.7/32", "10.0.0.0/33"] }, key: "leaninfra:sshAllowFrom[1]", mentions: '"10.0.0.0/33" is not a CIDR' },
+  { name: "bare address without prefix", raw: { sshAllowFrom: ["203.0.113.7"] }, key: "leaninfra:sshAllowFrom[0]", mentions: "is not a CIDR" },
+  { name: "CIDR with host bits", raw: { sshAllowFrom: ["203.0.113.7/24"] }, key: "leaninfra:sshAllowFrom[0]", mentions: "203.0.113.0/24" },
+  { name: "IPv6 CIDR with host bits", raw: { sshAllowFrom: ["2001:db8::1/48"] }, key: "leaninfra:sshAllowFrom[0]", mentions: "2001:db8::/48" },
+  { name: "SSH open to the world", raw: { sshAllowFrom: ["0.0.0.0/0"] }, key: "leaninfra:sshAllowFrom[0]", mentions: "sshAllowAnywhere" },
+  { name: "SSH open to the IPv6 world", raw: { sshAllowFrom: ["203.0.113.7/32", "::/0"] }, key: "leaninfra:sshAllowFrom[1]", mentions: "whole internet" },
+  { name: "empty SSH list", raw: { sshAllowFrom: [] }, key: "leaninfra:sshAllowFrom", mentions: "is empty" },
+  { name: "SSH list not a list", raw: { sshAllowFrom: "203.0.113.7/32" }, key: "leaninfra:sshAllowFrom", mentions: "is not a list" },
+  { name: "missing domain", raw: { domain: undefined }, key: "leaninfra:domain", mentions: "is required" },
+  { name: "domain with upper case", raw: { domain: "Example.COM" }, key: "leaninfra:domain", mentions: '"Example.COM" is not a domain name' },
+  { name: "domain without a dot", raw: { domain: "localhost" }, key: "leaninfra:domain", mentions: "is not a domain name" },
+  { name: "unknown location", raw: { location: "fra1" }, key: "leaninfra:location", mentions: '"fra1" is not allowed (accepted: fsn1, nbg1, hel1, ash, hil, sin)' },
+  { name: "unknown server type", raw: { serverType: "t3.micro" }, key: "leaninfra:serverType", mentions: "is not a Hetzner server type" },
+  { name: "EU-only type in Ashburn", raw: { serverType: "cax21", location: "ash" }, key: "leaninfra:serverType", mentions: "not sold in location ash" },
+  { name: "other OS image", raw: { image: "ubuntu-24.04" }, key: "leaninfra:image", mentions: "debian-13" },
+  { name: "admin user root", raw: { adminUser: "root" }, key: "leaninfra:adminUser", mentions: "cannot be root" },
+  { name: "admin user with spaces", raw: { adminUser: "the owner" }, key: "leaninfra:adminUser", mentions: "is not a Linux user name" },
+  { name: "private key pasted as public key", raw: { adminSshPublicKey: "-----BEGIN OPENSSH PRIVATE KEY-----" }, key: "leaninfra:adminSshPublicKey", mentions: "is not an OpenSSH public key" },
+  { name: "volume too small", raw: { volumeSizeGb: 5 }, key: "leaninfra:volumeSizeGb", mentions: "5 is too small (accepted: at least 10)" },
+  { name: "volume not an integer", raw: { volumeSizeGb: 20.5 }, key: "leaninfra:volumeSizeGb", mentions: "is not an integer" },
+  { name: "volume given as words", raw: { volumeSizeGb: "forty" }, key: "leaninfra:volumeSizeGb", mentions: '"forty" is not' },
+  { name: "swap too large", raw: { swapSizeMb: 100000 }, key: "leaninfra:swapSizeMb", mentions: "is too large (accepted: at most 65536)" },
+  { name: "boolean given as yes", raw: { cdnProxy: "yes" }, key: "leaninfra:cdnProxy", mentions: '"yes" is not true or false' },
+  { name: "unknown environment", raw: { environment: "prod" }, key: "leaninfra:environment", mentions: "accepted: production, staging, development" },
+  { name: "misspelt key", raw: { sshAlowFrom: ["203.0.113.7/32"] }, key: "leaninfra:sshAlowFrom", mentions: "is not a LeanInfra setting" },
+  { name: "unprotected production", raw: { deleteProtection: false }, key: "leaninfra:deleteProtection", mentions: "allowUnprotectedProduction" },
+  { name: "host name label too long", raw: { hostname: "a".repeat(64) }, key: "leaninfra:hostname", mentions: "is not a host name label" },
+];
+
+for (const bad of badInputs) {
+  test(`refuses ${bad.name}, naming ${bad.key}`, () => {
+    const found = problems({ ...valid, ...bad.raw });
+    const line = found.find((p) => p.startsWith(`${bad.key}: `));
+    assert.ok(line, `no problem names ${bad.key}; got:\n${found.join("\n")}`);
+    assert.ok(line.includes(bad.mentions), `"${line}" should mention ${bad.mentions}`);
+  });
+}
+
+test("every problem is reported at once, cross-field rules included", () => {
+  const found = problems({
+    domain: "bad domain",
+    adminSshPublicKey: KEY,
+    sshAllowFrom: ["10.0.0.0/33", "0.0.0.0/0"],
+    volumeSizeGb: 1,
+    deleteProtection: false,
+    serverType: "nonsense",
+  });
+  const keys = found.map((p) => p.split(": ")[0]).sort();
+  assert.deepEqual(keys, [
+    "leaninfra:deleteProtection",
+    "leaninfra:domain",
+    "leaninfra:serverType",
+    "leaninfra:sshAllowFrom[0]",
+    "leaninfra:sshAllowFrom[1]",
+    "leaninfra:volumeSizeGb",
+  ]);
+});
+
+test("the ConfigError message lists each problem and says nothing was created", () => {
+  try {
+    validateConfig("prod", { ...valid, location: "mars" });
+    assert.fail("accepted");
+  } catch (error) {
+    assert.ok(error instanceof ConfigError);
+    assert.match(error.message, /^Stack "prod" has 1 configuration problem; nothing was created:/);
+    assert.match(error.message, /  - leaninfra:location: "mars" is not allowed/);
+    assert.match(error.message, /Pulumi\.prod\.yaml/);
+  }
+});
+
+test("overrides make the refused combinations acceptable", () => {
+  assert.equal(validateConfig("prod", { ...valid, deleteProtection: false, allowUnprotectedProduction: true }).deleteProtection, false);
+  assert.equal(validateConfig("dev", { ...valid, environment: "development", deleteProtection: false }).deleteProtection, false);
+  assert.deepEqual(validateConfig("prod", { ...valid, sshAllowFrom: ["0.0.0.0/0"], sshAllowAnywhere: true }).sshAllowFrom, ["0.0.0.0/0"]);
+});
+
+test("cidrProblem accepts networks and refuses everything else", () => {
+  for (const good of ["0.0.0.0/0", "203.0.113.7/32", "10.0.0.0/8", "2001:db8::/32", "::/0"]) assert.equal(cidrProblem(good), undefined, good);
+  for (const bad of ["", "10.0.0.0", "10.0.0.0/", "256.0.0.0/8", "10.0.0.0/-1", "2001:db8::/129", "fe80::1%eth0/64", "10.0.0.1/8"]) {
+    assert.notEqual(cidrProblem(bad), undefined, bad);
+  }
+});
+
+test("Pulumi.yaml declares every key with the schema's type, default and description", () => {
+  const project = parse(fs.readFileSync(path.join(__dirname, "../../Pulumi.yaml"), "utf8"));
+  assert.equal(project.name, "leaninfra");
+  assert.equal(project.runtime.name, "nodejs");
+  const declared = pulumiConfigDeclarations();
+  assert.deepEqual(Object.keys(project.config).sort(), Object.keys(declared).sort());
+  for (const [key, declaration] of Object.entries(declared)) {
+    assert.deepEqual(project.config[key], declaration, `Pulumi.yaml config.${key} differs from infra/config.ts`);
+    assert.ok(["string", "integer", "boolean", "array"].includes(project.config[key].type));
+    assert.ok(project.config[key].description.length > 20, `${key} needs a real description`);
+  }
+});
+
+test("the example prod stack is valid and protected", () => {
+  const stackFile = parse(fs.readFileSync(path.join(__dirname, "../../Pulumi.prod.yaml"), "utf8"));
+  const raw = Object.fromEntries(Object.entries(stackFile.config as Record<string, unknown>).map(([k, v]) => [k.replace(/^leaninfra:/, ""), v]));
+  const cfg = validateConfig("prod", raw);
+  assert.equal(cfg.isProduction, true);
+  assert.equal(cfg.deleteProtection, true);
+  assert.ok(cfg.sshAllowFrom.every((n) => !n.endsWith("/0")));
+});
