@@ -1,0 +1,10 @@
+// The Pulumi program: `pulumi preview` / `pulumi up` run this file.
+import { buildStack, loadStackConfig } from "./stack";
+
+const { outputs } = buildStack(loadStackConfig());
+
+export const fqdn = outputs.fqdn;
+export const ipv4 = outputs.ipv4;
+export const ipv6 = outputs.ipv6;
+export const serverId = outputs.serverId;
+export const sshCommand = outputs.sshCommand;

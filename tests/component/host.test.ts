@@ -1,0 +1,177 @@
+import assert from "node:assert/strict";
+import test from "node:test";
+import * as pulumi from "@pulumi/pulumi";
+import { bundleDigest } from "../../components/host/bundle";
+import { BOOTSTRAP_MARKER } from "../../components/host/cloud-init";
+import { validateConfig } from "../../infra/config";
+import cloudflareIps from "../../infra/data/cloudflare-ips.json";
+import { RecordedResource, runWithMocks } from "../../infra/mock-run";
+import { buildStack, loadStackConfig } from "../../infra/stack";
+
+const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHn9lq7g1xv3Y2Yl7Zb3eVq9tW4k8dG0ZcU2n6pYb1Xq owner@laptop";
+const base = { domain: "example.com", adminSshPublicKey: KEY, sshAllowFrom: ["203.0.113.7/32", "2001:db8:1234::/48"] };
+
+// What the mock cloud computes: addresses for the IPs and the server.
+function computed(r: RecordedResource): Record<string, unknown> {
+  if (r.type === "hcloud:index/primaryIp:PrimaryIp") return { ipAddress: r.inputs.type === "ipv4" ? "198.51.100.10" : "2001:db8:42::/64" };
+  if (r.type === "hcloud:index/server:Server") return { ipv6Address: "2001:db8:42::1", ipv4Address: "198.51.100.10" };
+  return {};
+}
+
+async function plan(stack: string, raw: Record<string, unknown>) {
+  const cfg = validateConfig(stack, raw);
+  const run = await runWithMocks({ project: "leaninfra", stack, preview: false, config: {}, computed, revealSecrets: true }, () => buildStack(cfg));
+  const byType = (type: string) => run.resources.filter((r) => r.type === type);
+  const one = (type: string) => {
+    const found = byType(type);
+    assert.equal(found.length, 1, `expected one ${type}, found ${found.length}`);
+    return found[0];
+  };
+  return { ...run, byType, one, cfg };
+}
+
+type Rule = { direction: string; protocol: string; port?: string; sourceIps: string[] };
+
+test("the Host registers the server, its IPs, firewall, volume, rDNS and one role command", async () => {
+  const { resources, byType } = await plan("prod", base);
+  const count = (type: string) => byType(type).length;
+  assert.equal(count("leaninfra:host:Host"), 1);
+  assert.equal(count("hcloud:index/server:Server"), 1);
+  assert.equal(count("hcloud:index/firewall:Firewall"), 1);
+  assert.equal(count("hcloud:index/primaryIp:PrimaryIp"), 2);
+  assert.equal(count("hcloud:index/volume:Volume"), 1);
+  assert.equal(count("hcloud:index/volumeAttachment:VolumeAttachment"), 1);
+  assert.equal(count("hcloud:index/sshKey:SshKey"), 1);
+  assert.equal(count("hcloud:index/rdns:Rdns"), 2);
+  assert.equal(count("command:remote:Command"), 1);
+  for (const r of resources.filter((r) => r.type !== "leaninfra:host:Host")) {
+    assert.equal(r.parent, "leaninfra:host:Host::host", `${r.type} ${r.name} is a child of the Host`);
+  }
+});
+
+test("the firewall opens only 22, 80, 443 and ICMP; SSH only from sshAllowFrom; web only from Cloudflare", async () => {
+  const { one } = await plan("prod", base);
+  const rules = one("hcloud:index/firewall:Firewall").inputs.rules as Rule[];
+  assert.ok(rules.every((r) => r.direction === "in"));
+  const opened = rules.map((r) => `${r.protocol}/${r.port ?? "-"}`).sort();
+  assert.deepEqual(opened, ["icmp/-", "tcp/22", "tcp/443", "tcp/80"]);
+  const ssh = rules.find((r) => r.port === "22")!;
+  assert.deepEqual(ssh.sourceIps, base.sshAllowFrom);
+  assert.ok(!ssh.sourceIps.includes("0.0.0.0/0") && !ssh.sourceIps.includes("::/0"));
+  for (const port of ["80", "443"]) {
+    const web = rules.find((r) => r.port === port)!;
+    assert.deepEqual(web.sourceIps, [...cloudflareIps.ipv4Cidrs, ...cloudflareIps.ipv6Cidrs]);
+  }
+});
+
+test("with the CDN proxy off, 80/443 are open to everyone and SSH still is not", async () => {
+  const { one } = await plan("prod", { ...base, cdnProxy: false });
+  const rules = one("hcloud:index/firewall:Firewall").inputs.rules as Rule[];
+  assert.deepEqual(rules.find((r) => r.port === "443")!.sourceIps, ["0.0.0.0/0", "::/0"]);
+  assert.deepEqual(rules.find((r) => r.port === "22")!.sourceIps, base.sshAllowFrom);
+});
+
+test("SSH from anywhere appears only when configured", async () => {
+  const { one } = await plan("prod", { ...base, sshAllowFrom: ["0.0.0.0/0"], sshAllowAnywhere: true });
+  const rules = one("hcloud:index/firewall:Firewall").inputs.rules as Rule[];
+  assert.deepEqual(rules.find((r) => r.port === "22")!.sourceIps, ["0.0.0.0/0"]);
+});
+
+test("production is protected: server delete and rebuild protection, IPs and volume too", async () => {
+  const { one, byType } = await plan("prod", base);
+  const server = one("hcloud:index/server:Server").inputs;
+  assert.equal(server.deleteProtection, true);
+  assert.equal(server.rebuildProtection, true);
+  assert.equal(one("hcloud:index/volume:Volume").inputs.deleteProtection, true);
+  for (const ip of byType("hcloud:index/primaryIp:PrimaryIp")) {
+    assert.equal(ip.inputs.deleteProtection, true);
+    assert.equal(ip.inputs.autoDelete, false, "the address survives the server");
+  }
+});
+
+test("a development stack without protection is unprotected, as configured", async () => {
+  const { one } = await plan("dev", { ...base, environment: "development", deleteProtection: false });
+  assert.equal(one("hcloud:index/server:Server").inputs.deleteProtection, false);
+  assert.equal(one("hcloud:index/volume:Volume").inputs.deleteProtection, false);
+});
+
+test("server wiring: its IPs, firewall, key, image, type, location and labels", async () => {
+  const { one, byType } = await plan("prod", { ...base, serverType: "cpx31", location: "hel1", hetznerBackups: true });
+  const server = one("hcloud:index/server:Server");
+  const ips = byType("hcloud:index/primaryIp:PrimaryIp");
+  const v4 = ips.find((r) => r.inputs.type === "ipv4")!;
+  const v6 = ips.find((r) => r.inputs.type === "ipv6")!;
+  assert.deepEqual(server.inputs.publicNets, [{ ipv4Enabled: true, ipv4: Number(v4.id), ipv6Enabled: true, ipv6: Number(v6.id) }]);
+  assert.deepEqual(server.inputs.firewallIds, [Number(one("hcloud:index/firewall:Firewall").id)]);
+  assert.deepEqual(server.inputs.sshKeys, [one("hcloud:index/sshKey:SshKey").id]);
+  assert.equal(server.inputs.image, "debian-13");
+  assert.equal(server.inputs.serverType, "cpx31");
+  assert.equal(server.inputs.location, "hel1");
+  assert.equal(server.inputs.backups, true);
+  assert.equal(v4.inputs.location, "hel1");
+  assert.deepEqual(server.inputs.labels, { project: "leaninfra", stack: "prod", environment: "production", "leaninfra-host": "host" });
+  assert.match(String(server.inputs.userData), /^#cloud-config\n/);
+  // cloud-init runs once: later edits must not replace the server; a replacement frees IPs and volume first.
+  assert.deepEqual(server.options.ignoreChanges, ["userData"]);
+  assert.equal(server.options.deleteBeforeReplace, true);
+  assert.ok(!String(server.inputs.userData).includes("PRIVATE KEY"), "no secrets in user data");
+});
+
+test("the data volume is attached to the server, formatted ext4, sized from config", async () => {
+  const { one } = await plan("prod", { ...base, volumeSizeGb: 50 });
+  const volume = one("hcloud:index/volume:Volume");
+  const attachment = one("hcloud:index/volumeAttachment:VolumeAttachment");
+  assert.equal(volume.inputs.size, 50);
+  assert.equal(volume.inputs.format, "ext4");
+  assert.equal(attachment.inputs.serverId, Number(one("hcloud:index/server:Server").id));
+  assert.equal(attachment.inputs.volumeId, Number(volume.id));
+});
+
+test("reverse DNS names both addresses after the server", async () => {
+  const { byType } = await plan("prod", base);
+  const rdns = byType("hcloud:index/rdns:Rdns").map((r) => [r.inputs.ipAddress, r.inputs.dnsPtr]).sort();
+  assert.deepEqual(rdns, [
+    ["198.51.100.10", "app.example.com"],
+    ["2001:db8:42::1", "app.example.com"],
+  ]);
+});
+
+test("the base role runs over SSH after cloud-init, triggered by its bundle's SHA-256", async () => {
+  const { one, result } = await plan("prod", base);
+  const cmd = one("command:remote:Command");
+  const bundle = result.rendered["bundles/base.sh"];
+  assert.equal(cmd.inputs.stdin, bundle);
+  assert.deepEqual(cmd.inputs.triggers, [bundleDigest(bundle)]);
+  assert.match(bundleDigest(bundle), /^[0-9a-f]{64}$/);
+  const connection = cmd.inputs.connection as Record<string, unknown>;
+  assert.equal(connection.host, "198.51.100.10");
+  assert.equal(connection.user, "ops");
+  assert.ok(!("privateKey" in connection), "the key comes from ssh-agent, never from state");
+  assert.ok(cmd.secretInputs.includes("connection"));
+  assert.ok(cmd.options.dependsOn.includes("hcloud:index/volumeAttachment:VolumeAttachment::host-data-attachment"), "roles run once the volume is attached");
+  const create = String(cmd.inputs.create);
+  assert.ok(create.indexOf("cloud-init status --wait") < create.indexOf("sudo bash -s"));
+  assert.ok(create.includes(BOOTSTRAP_MARKER));
+});
+
+test("invalid config registers nothing and fails with a RunError listing every bad key", async () => {
+  const config = {
+    "leaninfra:domain": "not a domain",
+    "leaninfra:adminSshPublicKey": KEY,
+    "leaninfra:sshAllowFrom": '["10.0.0.0/33"]',
+    "leaninfra:volumeSizeGb": "2",
+  };
+  let thrown: unknown;
+  const { resources } = await runWithMocks({ project: "leaninfra", stack: "prod", preview: true, config }, () => {
+    try {
+      return buildStack(loadStackConfig());
+    } catch (error) {
+      thrown = error;
+      return undefined;
+    }
+  });
+  assert.ok(thrown instanceof pulumi.RunError, `expected RunError, got ${String(thrown)}`);
+  const message = (thrown as Error).message;
+  for (const key of ["leaninfra:domain", "leaninfra:sshAllowFrom[0]", "leaninfra:volumeSizeGb"]) assert.ok(message.includes(key), key);
+  assert.equal(resources.length, 0);
+});

@@ -1,0 +1,92 @@
+import assert from "node:assert/strict";
+import test from "node:test";
+import { parse } from "yaml";
+import { USER_DATA_LIMIT, bootFiles, renderCloudInit } from "../../components/host/cloud-init";
+import { firewallRules } from "../../components/host/firewall";
+import { estimateMonthlyCost } from "../../infra/cost";
+import prices from "../../infra/data/prices.json";
+
+const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHn9lq7g1xv3Y2Yl7Zb3eVq9tW4k8dG0ZcU2n6pYb1Xq owner@laptop";
+const settings = { hostname: "app", fqdn: "app.example.com", adminUser: "ops", adminSshPublicKey: KEY, swapSizeMb: 2048, journalMaxUseMb: 1024 };
+
+test("cloud-init: admin user with the key, no root, no passwords, UTC, time sync, swap", () => {
+  const text = renderCloudInit(settings);
+  assert.ok(text.startsWith("#cloud-config\n"));
+  const doc = parse(text);
+  assert.equal(doc.users.length, 1);
+  assert.equal(doc.users[0].name, "ops");
+  assert.deepEqual(doc.users[0].ssh_authorized_keys, [KEY]);
+  assert.equal(doc.users[0].lock_passwd, true);
+  assert.equal(doc.disable_root, true);
+  assert.equal(doc.ssh_pwauth, false);
+  assert.equal(doc.timezone, "UTC");
+  assert.equal(doc.ntp.enabled, true);
+  assert.equal(doc.swap.filename, "/swapfile");
+  assert.equal(doc.swap.size, 2048 * 1024 * 1024);
+  assert.ok(doc.packages.includes("unattended-upgrades"));
+  assert.deepEqual(doc.runcmd, [["/usr/local/sbin/leaninfra-bootstrap"]]);
+});
+
+test("cloud-init: sshd, journald and unattended-upgrades files say what they should", () => {
+  const doc = parse(renderCloudInit(settings));
+  const file = (p: string) => doc.write_files.find((f: { path: string }) => f.path === p)?.content as string;
+  const sshd = file("/etc/ssh/sshd_config.d/10-leaninfra.conf");
+  assert.match(sshd, /^PermitRootLogin no$/m);
+  assert.match(sshd, /^PasswordAuthentication no$/m);
+  assert.match(sshd, /^AllowUsers ops$/m);
+  assert.match(file("/etc/systemd/journald.conf.d/10-leaninfra.conf"), /^SystemMaxUse=1024M$/m);
+  assert.match(file("/etc/apt/apt.conf.d/20auto-upgrades"), /^APT::Periodic::Unattended-Upgrade "1";$/m);
+  const mount = file("/usr/local/sbin/leaninfra-mount-data");
+  assert.match(mount, /LABEL=leaninfra-data \/srv\/data ext4 defaults,nofail/);
+  assert.match(file("/usr/local/sbin/leaninfra-bootstrap"), /bootstrap-done/);
+});
+
+test("cloud-init: no swap section when swap is 0; deterministic; within Hetzner's 32 KiB", () => {
+  assert.equal(parse(renderCloudInit({ ...settings, swapSizeMb: 0 })).swap, undefined);
+  assert.equal(renderCloudInit(settings), renderCloudInit(settings));
+  assert.ok(Buffer.byteLength(renderCloudInit(settings)) < USER_DATA_LIMIT);
+  assert.throws(() => renderCloudInit({ ...settings, adminSshPublicKey: `ssh-ed25519 ${"A".repeat(USER_DATA_LIMIT)}` }), /at most 32768/);
+});
+
+test("cloud-init: the boot scripts keep the bootstrap marker last", () => {
+  const bootstrap = bootFiles(settings).find((f) => f.path.endsWith("leaninfra-bootstrap"))!.content;
+  const lines = bootstrap.trim().split("\n");
+  assert.match(lines[lines.length - 1], /> \/var\/lib\/leaninfra\/bootstrap-done$/);
+  assert.match(bootstrap, /^set -euo pipefail$/m);
+});
+
+const cdnRanges = { ipv4Cidrs: ["173.245.48.0/20"], ipv6Cidrs: ["2400:cb00::/32"] };
+
+test("firewall rules: web from Cloudflare when proxied, from anywhere when not", () => {
+  const proxied = firewallRules({ sshAllowFrom: ["203.0.113.7/32"], cdnProxy: true, cdnRanges });
+  assert.deepEqual(proxied.find((r) => r.port === "443")!.sourceIps, ["173.245.48.0/20", "2400:cb00::/32"]);
+  assert.deepEqual(proxied.find((r) => r.port === "22")!.sourceIps, ["203.0.113.7/32"]);
+  const open = firewallRules({ sshAllowFrom: ["203.0.113.7/32"], cdnProxy: false, cdnRanges });
+  assert.deepEqual(open.find((r) => r.port === "80")!.sourceIps, ["0.0.0.0/0", "::/0"]);
+  assert.deepEqual(open.map((r) => r.port ?? r.protocol), ["22", "80", "443", "icmp"]);
+});
+
+test("firewall rules refuse to run with an empty Cloudflare list", () => {
+  assert.throws(() => firewallRules({ sshAllowFrom: ["203.0.113.7/32"], cdnProxy: true, cdnRanges: { ipv4Cidrs: [], ipv6Cidrs: [] } }), /ranges are empty/);
+});
+
+test("cost: server, IPv4, volume and optional backups from the dated table", () => {
+  const cost = estimateMonthlyCost({ serverType: "cx32", location: "fsn1", volumeSizeGb: 40, hetznerBackups: true });
+  const server = prices.serverTypes.cx32.monthly;
+  const expected = server + server * prices.backupsShareOfServer + prices.primaryIpv4Monthly + 40 * prices.volumePerGbMonthly;
+  assert.equal(cost.total, Math.round(expected * 100) / 100);
+  assert.deepEqual(cost.unpriced, []);
+  assert.equal(cost.recordedOn, prices.recordedOn);
+  const withoutBackups = estimateMonthlyCost({ serverType: "cx32", location: "fsn1", volumeSizeGb: 40, hetznerBackups: false });
+  assert.ok(withoutBackups.total < cost.total);
+  assert.equal(withoutBackups.lines.some((l) => l.item === "Hetzner backups"), false);
+});
+
+test("cost: a location or type the table lacks is named, never guessed", () => {
+  const us = estimateMonthlyCost({ serverType: "cpx31", location: "ash", volumeSizeGb: 20, hetznerBackups: false });
+  assert.deepEqual(us.unpriced, ["server cpx31 in ash"]);
+  assert.equal(us.lines[0].monthly, null);
+  assert.ok(us.notes.some((n) => n.includes("ash")));
+  const unknownType = estimateMonthlyCost({ serverType: "cx99", location: "fsn1", volumeSizeGb: 20, hetznerBackups: false });
+  assert.deepEqual(unknownType.unpriced, ["server cx99 in fsn1"]);
+});
