@@ -34,10 +34,12 @@ set -euo pipefail
 wait_seconds=\${1:-120}
 fstab_line="LABEL=${DATA_LABEL} ${DATA_MOUNT} ext4 defaults,nofail,x-systemd.device-timeout=30s 0 2"
 
+settle() { if command -v udevadm >/dev/null; then udevadm settle --timeout="$1" || true; fi; }
 device=""
 for _ in $(seq "$wait_seconds"); do
-  udevadm settle --timeout=5 || true
-  device=$(find /dev/disk/by-id -name 'scsi-0HC_Volume_*' 2>/dev/null | sort | head -n 1)
+  settle 5
+  # /dev/disk/by-id may not exist yet: no match is not an error here.
+  device=$(find /dev/disk/by-id -name 'scsi-0HC_Volume_*' 2>/dev/null | sort | head -n 1 || true)
   [[ -n "$device" ]] && break
   sleep 1
 done
@@ -52,7 +54,7 @@ if [[ "$(blkid -s TYPE -o value "$device" || true)" != "ext4" ]]; then
 fi
 if [[ -z "$(blkid -s LABEL -o value "$device" || true)" ]]; then
   e2label "$device" "${DATA_LABEL}"
-  udevadm settle --timeout=10 || true
+  settle 10
   echo "leaninfra-mount-data: labelled $device ${DATA_LABEL}"
 fi
 if ! grep -qxF "$fstab_line" /etc/fstab; then
