@@ -10,6 +10,8 @@ export const LOCATIONS = ["fsn1", "nbg1", "hel1", "ash", "hil", "sin"] as const;
 const EU_ONLY_FAMILIES = ["cx", "cax"];
 const EU_LOCATIONS = ["fsn1", "nbg1", "hel1"];
 
+const ACCOUNT_ID = /^[0-9a-f]{32}$/;
+const ORIGIN_CA_VALIDITY_DAYS = [7, 30, 90, 365, 730, 1095, 5475];
 const HOSTNAME_LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
 const SSH_PUBLIC_KEY =
   /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/]{40,}={0,3}( \S.*)?$/;
@@ -130,6 +132,101 @@ export const configSchema = z
       .max(16384)
       .default(1024)
       .describe("Upper bound in MB for the systemd journal on disk."),
+    cloudflareAccountId: z
+      .string()
+      .regex(ACCOUNT_ID, { message: "is not a Cloudflare account id (accepted: 32 hexadecimal characters, from the dashboard's account home)" })
+      .describe("The Cloudflare account that holds the product's zone (32 hex characters)."),
+    cloudflareZone: z
+      .string()
+      .refine((v) => v === "" || ACCOUNT_ID.test(v) || isDomainName(v), {
+        message: "is neither a zone id (32 hexadecimal characters) nor a zone name (accepted: e.g. example.com, or empty for the zone named like domain)",
+      })
+      .default("")
+      .describe("The Cloudflare zone: its id (32 hex characters) or its name. Empty: the zone named like domain."),
+    canonicalHost: z
+      .enum(["apex", "www"])
+      .default("apex")
+      .describe("Which name serves the site: apex (example.com, www redirects to it) or www (www.example.com, the apex redirects)."),
+    extraHostnames: z
+      .array(z.string().regex(HOSTNAME_LABEL, { message: "is not a host name label (accepted: a-z, 0-9 and '-', e.g. grafana)" }))
+      .default([])
+      .describe("Further names under domain that point at the server through Cloudflare, e.g. [grafana]."),
+    staticHostname: z
+      .string()
+      .refine((v) => v === "" || HOSTNAME_LABEL.test(v), { message: "is not a host name label (accepted: e.g. static, or empty for none)" })
+      .default("")
+      .describe("Optional name under domain for static files only (e.g. static): everything on it is cached at the edge."),
+    staticPathPrefixes: z
+      .array(z.string().regex(/^\/[A-Za-z0-9._~\/-]*\/$/, { message: 'is not a path prefix (accepted: starts and ends with "/", e.g. /assets/)' }))
+      .default(["/assets/", "/static/"])
+      .describe("Path prefixes of static files cached at Cloudflare's edge for staticEdgeTtlSeconds; other paths are not cached."),
+    staticEdgeTtlSeconds: z
+      .number()
+      .int()
+      .min(60)
+      .max(31536000)
+      .default(2592000)
+      .describe("How long Cloudflare's edge keeps static files, in seconds (default 30 days). Use fingerprinted file names."),
+    originCertValidityDays: z
+      .number()
+      .int()
+      .refine((v) => ORIGIN_CA_VALIDITY_DAYS.includes(v), { message: `is not a validity Cloudflare offers (accepted: ${ORIGIN_CA_VALIDITY_DAYS.join(", ")})` })
+      .default(5475)
+      .describe("Validity of the Cloudflare Origin CA certificate for nginx, in days: 7, 30, 90, 365, 730, 1095 or 5475 (15 years)."),
+    acmeEmail: z
+      .string()
+      .refine((v) => v === "" || /^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(v), { message: "is not an e-mail address (accepted: e.g. owner@example.com)" })
+      .default("")
+      .describe("E-mail for Let's Encrypt when cdnProxy is false (nginx then gets its certificate with certbot); unused behind Cloudflare."),
+    backupAccountId: z
+      .string()
+      .regex(ACCOUNT_ID, { message: "is not a Cloudflare account id (accepted: 32 hexadecimal characters of the SECOND account, the one for backups)" })
+      .describe("The SECOND Cloudflare account, holding the backup bucket; its API token is the secret leaninfra:backupApiToken."),
+    backupAllowSameAccount: z
+      .boolean()
+      .default(false)
+      .describe("Set true to accept backupAccountId equal to cloudflareAccountId (not recommended: one lost account then takes the backups too)."),
+    backupBucketName: z
+      .string()
+      .refine((v) => v === "" || /^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/.test(v), { message: "is not an R2 bucket name (accepted: 3-63 characters of a-z, 0-9 and '-', not starting or ending with '-')" })
+      .default("")
+      .describe("Name of the R2 backup bucket. Empty: leaninfra-<stack>-backups."),
+    backupLocationHint: z
+      .enum(["weur", "eeur", "wnam", "enam", "apac", "oc"])
+      .default("weur")
+      .describe("Where R2 should place the bucket: weur, eeur (Europe), wnam, enam (North America), apac, oc. Only honoured at creation."),
+    backupJurisdiction: z
+      .enum(["default", "eu", "fedramp"])
+      .default("default")
+      .describe("R2 jurisdiction: default, or eu to keep backups inside the EU (changes the endpoint)."),
+    backupRetentionDays: z
+      .number()
+      .int()
+      .min(14)
+      .max(3650)
+      .default(35)
+      .describe("Days the bucket keeps physical backups and WAL before its lifecycle deletes them."),
+    backupLockDays: z
+      .number()
+      .int()
+      .min(1)
+      .max(3650)
+      .default(14)
+      .describe("Days during which no one, not even a token stolen from the server, can delete or overwrite a backup. Shorter than backupRetentionDays."),
+    backupDumpRetentionDays: z
+      .number()
+      .int()
+      .min(30)
+      .max(3650)
+      .default(365)
+      .describe("Days the monthly logical dumps (pg_dump) are kept, for mistakes noticed weeks later."),
+    backupEstimatedGb: z
+      .number()
+      .int()
+      .min(1)
+      .max(100000)
+      .default(10)
+      .describe("Expected size of everything in the backup bucket, in GB; used only for the monthly cost estimate."),
   })
   .strict();
 
@@ -175,6 +272,45 @@ function crossFieldProblems(cfg: Partial<ParsedConfig>): CrossFieldProblem[] {
       });
     }
   }
+  if (cfg.backupAccountId && cfg.cloudflareAccountId && cfg.backupAccountId === cfg.cloudflareAccountId && cfg.backupAllowSameAccount === false) {
+    problems.push({
+      path: ["backupAccountId"],
+      input: cfg.backupAccountId,
+      message:
+        "is the account that also holds the zone: whoever takes over or locks that account, or a leaked token of it, " +
+        "would reach the production data and its backups at once (accepted: the id of a second Cloudflare account, " +
+        "or set backupAllowSameAccount true to accept that risk)",
+    });
+  }
+  if (cfg.backupLockDays !== undefined && cfg.backupRetentionDays !== undefined && cfg.backupLockDays >= cfg.backupRetentionDays) {
+    problems.push({
+      path: ["backupLockDays"],
+      input: cfg.backupLockDays,
+      message: `must be shorter than backupRetentionDays (${cfg.backupRetentionDays}): the lifecycle cannot delete what is still locked`,
+    });
+  }
+  if (cfg.backupLockDays !== undefined && cfg.backupDumpRetentionDays !== undefined && cfg.backupLockDays >= cfg.backupDumpRetentionDays) {
+    problems.push({
+      path: ["backupLockDays"],
+      input: cfg.backupLockDays,
+      message: `must be shorter than backupDumpRetentionDays (${cfg.backupDumpRetentionDays})`,
+    });
+  }
+  if (cfg.cdnProxy === false && cfg.acmeEmail === "") {
+    problems.push({
+      path: ["acmeEmail"],
+      input: "",
+      message: "is required when cdnProxy is false: nginx then gets its certificate from Let's Encrypt, which needs a contact address",
+    });
+  }
+  cfg.extraHostnames?.forEach((name, index) => {
+    if (name === "www" || cfg.extraHostnames?.indexOf(name) !== index) {
+      problems.push({ path: ["extraHostnames", index], input: name, message: "is already managed or listed (accepted: a name other than www, listed once)" });
+    }
+  });
+  if (cfg.staticHostname && (cfg.staticHostname === "www" || cfg.extraHostnames?.includes(cfg.staticHostname))) {
+    problems.push({ path: ["staticHostname"], input: cfg.staticHostname, message: "is also listed in extraHostnames (accepted: a name used once)" });
+  }
   if (cfg.hostname && cfg.domain && `${cfg.hostname}.${cfg.domain}`.length > 253) {
     problems.push({ path: ["hostname"], input: cfg.hostname, message: "makes the full host name longer than 253 characters" });
   }
@@ -189,6 +325,8 @@ export interface StackConfig extends ParsedConfig {
   /** The server's fully qualified name: <hostname>.<domain>. */
   readonly fqdn: string;
   readonly isProduction: boolean;
+  /** The R2 bucket's name: backupBucketName, or leaninfra-<stack>-backups. */
+  readonly bucketName: string;
 }
 
 /** Raised when config is invalid; `problems` holds one line per bad key, all of them at once. */
@@ -204,6 +342,12 @@ export class ConfigError extends Error {
     );
     this.name = "ConfigError";
   }
+}
+
+/** leaninfra-<stack>-backups, with the stack name folded into what R2 accepts. */
+export function defaultBucketName(stack: string): string {
+  const slug = stack.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 40) || "stack";
+  return `leaninfra-${slug}-backups`;
 }
 
 export function keyPath(path: readonly PropertyKey[]): string {
@@ -233,7 +377,7 @@ function describeIssue(issue: z.core.$ZodIssue, shape: Record<string, z.ZodType>
   const input = (issue as { input?: unknown }).input;
   switch (issue.code) {
     case "unrecognized_keys": {
-      const known = Object.keys(shape).sort().join(", ");
+      const known = [...Object.keys(shape), ...Object.keys(SECRET_KEYS)].sort().join(", ");
       return issue.keys.map((k) => `${PROJECT}:${k}: is not a LeanInfra setting (accepted keys: ${known})`).join("\n");
     }
     case "invalid_type": {
@@ -288,7 +432,11 @@ export function decodeRawValue(key: string, value: unknown): unknown {
  * throws ConfigError listing every problem, each with its key, the value given and what is accepted.
  */
 export function validateConfig(stack: string, raw: Record<string, unknown>): StackConfig {
-  const decoded = Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, decodeRawValue(k, v)]));
+  const decoded = Object.fromEntries(
+    Object.entries(raw)
+      .filter(([k]) => !(k in SECRET_KEYS))
+      .map(([k, v]) => [k, decodeRawValue(k, v)]),
+  );
   const shape = configSchema.shape as Record<string, z.ZodType>;
   const result = configSchema.safeParse(decoded, { reportInput: true });
   const problems = result.success ? [] : result.error.issues.flatMap((issue) => describeIssue(issue, shape).split("\n"));
@@ -307,15 +455,28 @@ export function validateConfig(stack: string, raw: Record<string, unknown>): Sta
   return Object.freeze({
     ...cfg,
     sshAllowFrom: Object.freeze([...cfg.sshAllowFrom]) as string[],
+    extraHostnames: Object.freeze([...cfg.extraHostnames]) as string[],
+    staticPathPrefixes: Object.freeze([...cfg.staticPathPrefixes]) as string[],
     stack,
     fqdn: `${cfg.hostname}.${cfg.domain}`,
     isProduction: cfg.environment === "production",
+    bucketName: cfg.backupBucketName || defaultBucketName(stack),
   });
 }
+
+/**
+ * Secret project keys: read with config.requireSecret by the program, never validated in clear (the
+ * offline plan cannot decrypt them), declared in Pulumi.yaml with `secret: true`.
+ */
+export const SECRET_KEYS: Record<string, string> = {
+  backupApiToken:
+    "API token of the backup account (R2 admin read & write, API tokens edit). Set with: pulumi config set --secret leaninfra:backupApiToken ...",
+};
 
 export interface PulumiConfigDeclaration {
   type: "string" | "integer" | "boolean" | "array";
   description: string;
+  secret?: boolean;
   default?: unknown;
   items?: { type: string };
 }
@@ -331,5 +492,6 @@ export function pulumiConfigDeclarations(): Record<string, PulumiConfigDeclarati
     if (schema.default !== undefined) declaration.default = schema.default;
     out[key] = declaration;
   }
+  for (const [key, description] of Object.entries(SECRET_KEYS)) out[key] = { type: "string", description, secret: true };
   return out;
 }

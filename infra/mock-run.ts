@@ -1,5 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import cloudflareIps from "./data/cloudflare-ips.json";
+import permissionGroups from "./data/cloudflare-permission-groups.json";
 
 /** What the offline plan and the component tests see of one registered resource. */
 export interface RecordedResource {
@@ -32,6 +33,8 @@ export interface MockRunOptions {
   secretKeys?: string[];
   /** Tests read secret inputs in clear; the plan never does. */
   revealSecrets?: boolean;
+  /** Answers to provider functions that replace the offline ones (tests give a zone id, say). */
+  calls?: Record<string, (args: Record<string, unknown>) => Record<string, unknown>>;
   /** Extra outputs the mock cloud returns for a resource (ids, addresses...) when not in preview. */
   computed?: (resource: RecordedResource) => Record<string, unknown>;
 }
@@ -43,6 +46,19 @@ export const OFFLINE_CALLS: Record<string, (args: Record<string, unknown>) => Re
     ipv6Cidrs: cloudflareIps.ipv6Cidrs,
     jdcloudCidrs: [],
     etag: `snapshot-${cloudflareIps.recordedOn}`,
+  }),
+  "cloudflare:index/getAccountApiTokenPermissionGroupsList:getAccountApiTokenPermissionGroupsList": (args) => ({
+    accountId: args.accountId,
+    name: args.name,
+    results: permissionGroups.results.filter((group) => args.name === undefined || group.name === args.name),
+  }),
+  // Account-specific: only the live account knows the zone's id, so offline it stays unknown.
+  "cloudflare:index/getZone:getZone": (args) => ({
+    ...args,
+    id: args.zoneId ?? pulumi.runtime.unknownValue,
+    zoneId: args.zoneId ?? pulumi.runtime.unknownValue,
+    account: { id: (args.filter as { account?: { id?: string } } | undefined)?.account?.id ?? pulumi.runtime.unknownValue },
+    name: (args.filter as { name?: string } | undefined)?.name ?? pulumi.runtime.unknownValue,
   }),
 };
 
@@ -115,7 +131,7 @@ export async function runWithMocks<T>(
         return { id: record.id, state: { ...args.inputs, ...(options.computed?.(record) ?? {}) } };
       },
       call(args) {
-        const answer = OFFLINE_CALLS[args.token];
+        const answer = options.calls?.[args.token] ?? OFFLINE_CALLS[args.token];
         if (!answer) throw new Error(`no offline answer for provider function ${args.token}`);
         return answer(args.inputs);
       },

@@ -71,7 +71,7 @@ export async function buildPlan(stack: string, options: { root?: string; outDir?
 
   const { resources, result } = await runWithMocks(
     { project: PROJECT, stack, preview: true, config: stackFile.config, secretKeys: stackFile.secretKeys },
-    () => buildStack(cfg),
+    () => buildStack(cfg, { offline: true }),
   );
 
   const outDir = options.outDir ?? path.join(root, "out", stack);
@@ -94,7 +94,7 @@ export async function buildPlan(stack: string, options: { root?: string; outDir?
     notes.push(`Cloudflare IP ranges: snapshot recorded ${cloudflareIps.recordedOn} (infra/data/cloudflare-ips.json); \`pulumi up\` reads the live list.`);
   }
   if (stackFile.secretKeys.length) notes.push(`Encrypted values shown as ${SECRET}: ${stackFile.secretKeys.join(", ")}.`);
-  for (const needed of ["hcloud:token", ...(cfg.cdnProxy ? ["cloudflare:apiToken"] : [])]) {
+  for (const needed of ["hcloud:token", "cloudflare:apiToken", `${PROJECT}:backupApiToken`]) {
     if (!(needed in stackFile.config)) notes.push(`Not set yet, needed by \`pulumi up\`: ${needed} (pulumi config set --secret ${needed} ...).`);
   }
 
@@ -124,6 +124,16 @@ const IMPORTANT_INPUTS: Record<string, string[]> = {
   "hcloud:index/sshKey:SshKey": ["publicKey"],
   "hcloud:index/rdns:Rdns": ["ipAddress", "dnsPtr"],
   "command:remote:Command": ["connection", "triggers"],
+  "cloudflare:index/dnsRecord:DnsRecord": ["name", "type", "content", "proxied", "ttl"],
+  "cloudflare:index/zoneSetting:ZoneSetting": ["settingId", "value"],
+  "cloudflare:index/ruleset:Ruleset": ["phase", "rules"],
+  "cloudflare:index/originCaCertificate:OriginCaCertificate": ["hostnames", "requestType", "requestedValidity"],
+  "cloudflare:index/authenticatedOriginPullsSettings:AuthenticatedOriginPullsSettings": ["enabled"],
+  "cloudflare:index/r2Bucket:R2Bucket": ["accountId", "name", "location", "jurisdiction"],
+  "cloudflare:index/r2BucketLifecycle:R2BucketLifecycle": ["rules"],
+  "cloudflare:index/r2BucketLock:R2BucketLock": ["rules"],
+  "cloudflare:index/accountToken:AccountToken": ["accountId", "name", "policies"],
+  "tls:index/privateKey:PrivateKey": ["algorithm", "ecdsaCurve"],
 };
 
 function short(value: unknown): string {
@@ -131,8 +141,17 @@ function short(value: unknown): string {
   return text.length > 100 ? `${text.slice(0, 97)}...` : text;
 }
 
-function formatRules(rules: unknown): string[] {
+function formatRules(type: string, rules: unknown): string[] {
   if (!Array.isArray(rules)) return [`rules: ${short(rules)}`];
+  if (type !== "hcloud:index/firewall:Firewall") {
+    return rules.map((rule: Record<string, unknown>) => {
+      const head = rule.action ?? rule.id;
+      const body = rule.expression ?? rule.conditions ?? rule.condition ?? "";
+      const rest = Object.fromEntries(Object.entries(rule).filter(([k]) => !["action", "id", "expression", "conditions", "condition", "enabled", "description"].includes(k)));
+      const expression = typeof body === "string" ? body : JSON.stringify(body);
+      return `rule ${String(head)}: ${expression}${Object.keys(rest).length ? `\n      ${JSON.stringify(rest)}` : ""}`;
+    });
+  }
   return rules.map((rule: Record<string, unknown>) => {
     const sources = Array.isArray(rule.sourceIps) ? rule.sourceIps : [];
     const shown = sources.length > 4 ? `${sources.slice(0, 3).join(", ")} ... (${sources.length} networks)` : sources.join(", ");
@@ -145,6 +164,8 @@ export function formatPlan(plan: Plan): string {
   const lines: string[] = [`LeanInfra plan for stack "${plan.stack}" (${plan.mode})`, ""];
   const byParent = new Map<string | undefined, RecordedResource[]>();
   for (const r of plan.resources) byParent.set(r.parent, [...(byParent.get(r.parent) ?? []), r]);
+  // Registration order depends on timing; a sorted tree reads the same in every merge request.
+  for (const children of byParent.values()) children.sort((a, b) => a.type.localeCompare(b.type) || a.name.localeCompare(b.name));
   const walk = (parent: string | undefined, depth: number) => {
     for (const r of byParent.get(parent) ?? []) {
       const indent = "  ".repeat(depth);
@@ -152,9 +173,11 @@ export function formatPlan(plan: Plan): string {
       const keys = IMPORTANT_INPUTS[r.type] ?? [];
       for (const key of keys) {
         if (!(key in r.inputs)) continue;
-        if (key === "rules") lines.push(...formatRules(r.inputs.rules).map((l) => `${indent}    ${l}`));
+        if (key === "rules") lines.push(...formatRules(r.type, r.inputs.rules).map((l) => `${indent}    ${l}`));
         else lines.push(`${indent}    ${key}: ${short(r.inputs[key])}`);
       }
+      const provider = r.provider?.split("::")[3];
+      if (provider && !provider.startsWith("default")) lines.push(`${indent}    provider: ${provider}`);
       if (r.type === "command:remote:Command") lines.push(`${indent}    stdin: ${r.inputs.stdin === SECRET ? SECRET : "role bundle (see out/)"}`);
       walk(`${r.type}::${r.name}`, depth + 1);
     }
@@ -162,12 +185,13 @@ export function formatPlan(plan: Plan): string {
   walk(undefined, 0);
   lines.push("", `${plan.resources.length} resources to create.`, "", "Outputs:");
   for (const [key, value] of Object.entries(plan.outputs)) lines.push(`  ${key}: ${short(value)}`);
-  lines.push("", `Estimated monthly cost (${plan.cost.currency}, prices recorded ${plan.cost.recordedOn}):`);
+  lines.push("", `Estimated monthly cost (prices recorded ${plan.cost.recordedOn}):`);
   for (const line of plan.cost.lines) {
     const amount = line.monthly === null ? "   n/a" : line.monthly.toFixed(2).padStart(6);
-    lines.push(`  ${amount}  ${line.item}: ${line.detail}`);
+    lines.push(`  ${amount} ${line.currency}  ${line.item}: ${line.detail}`);
   }
-  lines.push(`  ${plan.cost.total.toFixed(2).padStart(6)}  total${plan.cost.unpriced.length ? ` (without: ${plan.cost.unpriced.join(", ")})` : ""}`);
+  const totals = Object.entries(plan.cost.totals).map(([currency, sum]) => `${sum.toFixed(2)} ${currency}`).join(" + ");
+  lines.push(`  total: ${totals}${plan.cost.unpriced.length ? ` (without: ${plan.cost.unpriced.join(", ")})` : ""}`);
   for (const note of plan.cost.notes) lines.push(`  ${note}`);
   lines.push(`  Source: ${plan.cost.source}`);
   lines.push("", "Rendered files:", ...plan.files.map((f) => `  ${f}`), "", "Notes:", ...plan.notes.map((n) => `  - ${n}`));

@@ -1,7 +1,10 @@
 import * as cloudflare from "@pulumi/cloudflare";
 import * as pulumi from "@pulumi/pulumi";
+import { BackupBucket } from "../components/backup-bucket";
 import { baseRole } from "../components/base";
 import { renderRoleBundle } from "../components/host/bundle";
+import { Edge } from "../components/edge";
+import { zoneAccountProblem } from "../components/edge/rules";
 import { Host } from "../components/host";
 import { ConfigError, PROJECT, StackConfig, validateConfig } from "./config";
 
@@ -32,16 +35,56 @@ export interface StackOutputs {
   ipv6: pulumi.Output<string>;
   serverId: pulumi.Output<string>;
   sshCommand: pulumi.Output<string>;
+  url: string;
+  hostnames: string[];
+  backupBucket: pulumi.Output<string>;
+  backupEndpoint: pulumi.Output<string>;
 }
 
 export interface BuiltStack {
   outputs: StackOutputs;
+  host: Host;
+  edge: Edge;
+  backups: BackupBucket;
+  zoneId: pulumi.Output<string>;
   /** Every file rendered for the host, by path under out/<stack>/ (user data, role bundles). */
   rendered: Record<string, string>;
 }
 
+const ZONE_ID = /^[0-9a-f]{32}$/;
+
+/**
+ * The zone's id: given in config, or looked up by name in the configured account. A zone that
+ * belongs to another account is refused, since the backup-account check relies on that id.
+ */
+export function zoneIdFor(cfg: StackConfig): pulumi.Output<string> {
+  const zone = ZONE_ID.test(cfg.cloudflareZone)
+    ? cloudflare.getZoneOutput({ zoneId: cfg.cloudflareZone })
+    : cloudflare.getZoneOutput({ filter: { name: cfg.cloudflareZone || cfg.domain, account: { id: cfg.cloudflareAccountId } } });
+  return zone.apply((z) => {
+    const problem = zoneAccountProblem({ name: z.name, accountId: z.account?.id }, cfg.cloudflareAccountId);
+    if (problem) throw new pulumi.RunError(problem);
+    return z.id;
+  });
+}
+
+export interface BuildOptions {
+  /** The offline plan: secrets it cannot decrypt are left unset instead of required. */
+  offline?: boolean;
+}
+
+/**
+ * The backup account's own provider. Its token is a project secret; only the offline plan may run
+ * without it (Pulumi.yaml also declares it, so the CLI asks for it before `pulumi up`).
+ */
+export function backupProvider(options: BuildOptions): cloudflare.Provider {
+  const config = new pulumi.Config(PROJECT);
+  const apiToken = options.offline ? config.getSecret("backupApiToken") : config.requireSecret("backupApiToken");
+  return new cloudflare.Provider("backup-account", { apiToken });
+}
+
 /** Composes the components for one stack from its validated config. */
-export function buildStack(cfg: StackConfig): BuiltStack {
+export function buildStack(cfg: StackConfig, options: BuildOptions = {}): BuiltStack {
   const cdnRanges: pulumi.Output<{ ipv4Cidrs: string[]; ipv6Cidrs: string[] }> = cfg.cdnProxy
     ? cloudflare.getIpRangesOutput({}).apply((r) => ({ ipv4Cidrs: r.ipv4Cidrs, ipv6Cidrs: r.ipv6Cidrs }))
     : pulumi.output({ ipv4Cidrs: [], ipv6Cidrs: [] });
@@ -67,6 +110,35 @@ export function buildStack(cfg: StackConfig): BuiltStack {
     roles,
   });
 
+  const zoneId = zoneIdFor(cfg);
+  const edge = new Edge("edge", {
+    zoneId,
+    domain: cfg.domain,
+    canonicalHost: cfg.canonicalHost,
+    extraHostnames: cfg.extraHostnames,
+    staticHostname: cfg.staticHostname,
+    staticPathPrefixes: cfg.staticPathPrefixes,
+    staticEdgeTtlSeconds: cfg.staticEdgeTtlSeconds,
+    originCertValidityDays: cfg.originCertValidityDays,
+    proxied: cfg.cdnProxy,
+    ipv4: host.ipv4,
+    ipv6: host.ipv6,
+  });
+
+  const backups = new BackupBucket(
+    "backups",
+    {
+      accountId: cfg.backupAccountId,
+      bucketName: cfg.bucketName,
+      locationHint: cfg.backupLocationHint,
+      jurisdiction: cfg.backupJurisdiction,
+      retentionDays: cfg.backupRetentionDays,
+      lockDays: cfg.backupLockDays,
+      dumpRetentionDays: cfg.backupDumpRetentionDays,
+    },
+    { providers: { cloudflare: backupProvider(options) } },
+  );
+
   const rendered: Record<string, string> = { "cloud-init/user-data.yaml": host.userData };
   for (const role of roles) rendered[`bundles/${role.name}.sh`] = role.bundle;
 
@@ -77,7 +149,15 @@ export function buildStack(cfg: StackConfig): BuiltStack {
       ipv6: host.ipv6,
       serverId: host.serverId,
       sshCommand: pulumi.interpolate`ssh ${cfg.adminUser}@${host.ipv4}`,
+      url: edge.canonicalUrl,
+      hostnames: edge.hostnames,
+      backupBucket: backups.bucketName,
+      backupEndpoint: backups.endpoint,
     },
+    host,
+    edge,
+    backups,
+    zoneId,
     rendered,
   };
 }

@@ -32,12 +32,14 @@ test("npm run plan prints the resource tree, outputs and monthly cost, and write
   const { code, stdout, stderr } = runPlan([], dir);
   assert.equal(code, 0, stderr);
   assert.match(stdout, /^LeanInfra plan for stack "prod" \(offline preview\)/);
-  assert.match(stdout, /\+ leaninfra:host:Host {2}host\n {2}\+ hcloud:index\/sshKey:SshKey/);
+  assert.match(stdout, /\+ leaninfra:host:Host {2}host\n {2}\+ command:remote:Command {2}host-role-base/);
+  assert.match(stdout, /\n {2}\+ hcloud:index\/sshKey:SshKey {2}host-admin-key\n/);
   assert.match(stdout, /rule: in tcp\/22 from 203\.0\.113\.7\/32, 2001:db8:1234::\/48/);
   assert.match(stdout, /ipv4: \(known after apply\)/);
-  assert.match(stdout, /Estimated monthly cost \(EUR, prices recorded \d{4}-\d{2}-\d{2}\)/);
-  assert.match(stdout, / 6\.80 {2}Hetzner server: cx32/);
-  assert.match(stdout, /\d+\.\d{2} {2}total/);
+  assert.match(stdout, /Estimated monthly cost \(prices recorded \d{4}-\d{2}-\d{2}\):/);
+  assert.match(stdout, / 6\.80 EUR {2}Hetzner server: cx32/);
+  assert.match(stdout, /R2 backup storage: 20 GB/);
+  assert.match(stdout, /total: \d+\.\d{2} EUR \+ \d+\.\d{2} USD/);
   for (const file of ["out/prod/cloud-init/user-data.yaml", "out/prod/bundles/base.sh", "out/prod/plan.json"]) {
     assert.ok(fs.existsSync(path.join(dir, file)), `${file} written`);
     assert.ok(stdout.includes(file));
@@ -60,6 +62,11 @@ test("npm run plan -- --json lists the Host's resources and a firewall that open
   assert.deepEqual(opened, ["in icmp/-", "in tcp/22", "in tcp/443", "in tcp/80"]);
   const server = plan.resources.find((r: { type: string }) => r.type === "hcloud:index/server:Server");
   assert.equal(server.inputs.firewallIds[0], "(known after apply)", "ids are unknown before apply, never invented");
+  const bucket = plan.resources.find((r: { type: string }) => r.type === "cloudflare:index/r2Bucket:R2Bucket");
+  assert.match(bucket.provider, /::pulumi:providers:cloudflare::backup-account::/, "the bucket is planned in the backup account");
+  assert.equal(bucket.inputs.accountId, "fedcba9876543210fedcba9876543210");
+  const records = plan.resources.filter((r: { type: string }) => r.type === "cloudflare:index/dnsRecord:DnsRecord");
+  assert.ok(records.length >= 4 && records.every((r: { inputs: { proxied: boolean; zoneId: string } }) => r.inputs.proxied && r.inputs.zoneId === "(known after apply)"));
   assert.ok(plan.cost.total > 0);
   assert.equal(typeof plan.cost.recordedOn, "string");
 });

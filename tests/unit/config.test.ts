@@ -4,9 +4,18 @@ import * as path from "node:path";
 import test from "node:test";
 import { parse } from "yaml";
 import { ConfigError, cidrProblem, pulumiConfigDeclarations, validateConfig } from "../../infra/config";
+import { PROJECT_FILE, renderProjectFile } from "../../infra/project-file";
 
 const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHn9lq7g1xv3Y2Yl7Zb3eVq9tW4k8dG0ZcU2n6pYb1Xq owner@laptop";
-const valid = { domain: "example.com", adminSshPublicKey: KEY, sshAllowFrom: ["203.0.113.7/32"] };
+const MAIN_ACCOUNT = "0123456789abcdef0123456789abcdef";
+const BACKUP_ACCOUNT = "fedcba9876543210fedcba9876543210";
+const valid = {
+  domain: "example.com",
+  adminSshPublicKey: KEY,
+  sshAllowFrom: ["203.0.113.7/32"],
+  cloudflareAccountId: MAIN_ACCOUNT,
+  backupAccountId: BACKUP_ACCOUNT,
+};
 
 function problems(raw: Record<string, unknown>, stack = "prod"): string[] {
   try {
@@ -37,6 +46,7 @@ test("values arrive as strings from Pulumi and are decoded by their declared typ
     ...valid,
     sshAllowFrom: '["203.0.113.0/24","2001:db8::/32"]',
     cdnProxy: "false",
+    acmeEmail: "owner@example.com",
     volumeSizeGb: "40",
     hostname: "42",
   });
@@ -73,6 +83,24 @@ const badInputs: Array<{ name: string; raw: Record<string, unknown>; key: string
   { name: "unknown environment", raw: { environment: "prod" }, key: "leaninfra:environment", mentions: "accepted: production, staging, development" },
   { name: "misspelt key", raw: { sshAlowFrom: ["203.0.113.7/32"] }, key: "leaninfra:sshAlowFrom", mentions: "is not a LeanInfra setting" },
   { name: "unprotected production", raw: { deleteProtection: false }, key: "leaninfra:deleteProtection", mentions: "allowUnprotectedProduction" },
+  { name: "account id not hex", raw: { cloudflareAccountId: "my-account" }, key: "leaninfra:cloudflareAccountId", mentions: "is not a Cloudflare account id" },
+  { name: "missing backup account", raw: { backupAccountId: undefined }, key: "leaninfra:backupAccountId", mentions: "is required" },
+  { name: "backups in the zone's own account", raw: { backupAccountId: MAIN_ACCOUNT }, key: "leaninfra:backupAccountId", mentions: "backupAllowSameAccount" },
+  { name: "zone neither id nor name", raw: { cloudflareZone: "not a zone" }, key: "leaninfra:cloudflareZone", mentions: "is neither a zone id" },
+  { name: "canonical host misspelt", raw: { canonicalHost: "root" }, key: "leaninfra:canonicalHost", mentions: "accepted: apex, www" },
+  { name: "extra hostname with a dot", raw: { extraHostnames: ["grafana.example.com"] }, key: "leaninfra:extraHostnames[0]", mentions: "is not a host name label" },
+  { name: "extra hostname www", raw: { extraHostnames: ["grafana", "www"] }, key: "leaninfra:extraHostnames[1]", mentions: "already managed" },
+  { name: "static host also extra", raw: { staticHostname: "cdn", extraHostnames: ["cdn"] }, key: "leaninfra:staticHostname", mentions: "also listed" },
+  { name: "path prefix without slashes", raw: { staticPathPrefixes: ["assets"] }, key: "leaninfra:staticPathPrefixes[0]", mentions: "is not a path prefix" },
+  { name: "edge TTL below a minute", raw: { staticEdgeTtlSeconds: 5 }, key: "leaninfra:staticEdgeTtlSeconds", mentions: "at least 60" },
+  { name: "origin certificate validity Cloudflare does not offer", raw: { originCertValidityDays: 100 }, key: "leaninfra:originCertValidityDays", mentions: "7, 30, 90, 365, 730, 1095, 5475" },
+  { name: "no proxy without an ACME e-mail", raw: { cdnProxy: false }, key: "leaninfra:acmeEmail", mentions: "Let's Encrypt" },
+  { name: "ACME e-mail malformed", raw: { cdnProxy: false, acmeEmail: "owner" }, key: "leaninfra:acmeEmail", mentions: "is not an e-mail address" },
+  { name: "bucket name with capitals", raw: { backupBucketName: "My_Backups" }, key: "leaninfra:backupBucketName", mentions: "is not an R2 bucket name" },
+  { name: "unknown R2 location", raw: { backupLocationHint: "eu-west-1" }, key: "leaninfra:backupLocationHint", mentions: "accepted: weur, eeur, wnam, enam, apac, oc" },
+  { name: "unknown jurisdiction", raw: { backupJurisdiction: "ch" }, key: "leaninfra:backupJurisdiction", mentions: "accepted: default, eu, fedramp" },
+  { name: "lock as long as retention", raw: { backupLockDays: 35, backupRetentionDays: 35 }, key: "leaninfra:backupLockDays", mentions: "shorter than backupRetentionDays (35)" },
+  { name: "retention too short", raw: { backupRetentionDays: 7 }, key: "leaninfra:backupRetentionDays", mentions: "at least 14" },
   { name: "host name label too long", raw: { hostname: "a".repeat(64) }, key: "leaninfra:hostname", mentions: "is not a host name label" },
 ];
 
@@ -87,8 +115,8 @@ for (const bad of badInputs) {
 
 test("every problem is reported at once, cross-field rules included", () => {
   const found = problems({
+    ...valid,
     domain: "bad domain",
-    adminSshPublicKey: KEY,
     sshAllowFrom: ["10.0.0.0/33", "0.0.0.0/0"],
     volumeSizeGb: 1,
     deleteProtection: false,
@@ -117,10 +145,29 @@ test("the ConfigError message lists each problem and says nothing was created", 
   }
 });
 
+test("the same-account refusal explains why it matters", () => {
+  const line = problems({ ...valid, backupAccountId: MAIN_ACCOUNT }).find((p) => p.startsWith("leaninfra:backupAccountId"))!;
+  assert.match(line, /production data and its backups at once/);
+});
+
+test("derived names: the bucket defaults to leaninfra-<stack>-backups", () => {
+  assert.equal(validateConfig("prod", valid).bucketName, "leaninfra-prod-backups");
+  assert.equal(validateConfig("Team_Staging", valid).bucketName, "leaninfra-team-staging-backups");
+  assert.equal(validateConfig("prod", { ...valid, backupBucketName: "acme-db-backups" }).bucketName, "acme-db-backups");
+});
+
+test("secret project keys are declared, never validated in clear, and not refused as unknown", () => {
+  const cfg = validateConfig("prod", { ...valid, backupApiToken: "[secret]" });
+  assert.equal((cfg as unknown as Record<string, unknown>).backupApiToken, undefined);
+  assert.equal(pulumiConfigDeclarations().backupApiToken.secret, true);
+});
+
 test("overrides make the refused combinations acceptable", () => {
   assert.equal(validateConfig("prod", { ...valid, deleteProtection: false, allowUnprotectedProduction: true }).deleteProtection, false);
   assert.equal(validateConfig("dev", { ...valid, environment: "development", deleteProtection: false }).deleteProtection, false);
   assert.deepEqual(validateConfig("prod", { ...valid, sshAllowFrom: ["0.0.0.0/0"], sshAllowAnywhere: true }).sshAllowFrom, ["0.0.0.0/0"]);
+  assert.equal(validateConfig("prod", { ...valid, backupAccountId: MAIN_ACCOUNT, backupAllowSameAccount: true }).backupAccountId, MAIN_ACCOUNT);
+  assert.equal(validateConfig("prod", { ...valid, cdnProxy: false, acmeEmail: "owner@example.com" }).cdnProxy, false);
 });
 
 test("cidrProblem accepts networks and refuses everything else", () => {
@@ -131,7 +178,9 @@ test("cidrProblem accepts networks and refuses everything else", () => {
 });
 
 test("Pulumi.yaml declares every key with the schema's type, default and description", () => {
-  const project = parse(fs.readFileSync(path.join(__dirname, "../../Pulumi.yaml"), "utf8"));
+  const text = fs.readFileSync(PROJECT_FILE, "utf8");
+  assert.equal(text, renderProjectFile(), "Pulumi.yaml differs from infra/config.ts: run npm run project-file");
+  const project = parse(text);
   assert.equal(project.name, "leaninfra");
   assert.equal(project.runtime.name, "nodejs");
   const declared = pulumiConfigDeclarations();
@@ -140,6 +189,7 @@ test("Pulumi.yaml declares every key with the schema's type, default and descrip
     assert.deepEqual(project.config[key], declaration, `Pulumi.yaml config.${key} differs from infra/config.ts`);
     assert.ok(["string", "integer", "boolean", "array"].includes(project.config[key].type));
     assert.ok(project.config[key].description.length > 20, `${key} needs a real description`);
+    if (!declaration.secret && declaration.default === undefined) assert.ok(["domain", "adminSshPublicKey", "sshAllowFrom", "cloudflareAccountId", "backupAccountId"].includes(key), `${key} has no default`);
   }
 });
 

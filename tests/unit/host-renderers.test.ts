@@ -3,8 +3,6 @@ import test from "node:test";
 import { parse } from "yaml";
 import { USER_DATA_LIMIT, bootFiles, renderCloudInit } from "../../components/host/cloud-init";
 import { firewallRules } from "../../components/host/firewall";
-import { estimateMonthlyCost } from "../../infra/cost";
-import prices from "../../infra/data/prices.json";
 
 const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHn9lq7g1xv3Y2Yl7Zb3eVq9tW4k8dG0ZcU2n6pYb1Xq owner@laptop";
 const settings = { hostname: "app", fqdn: "app.example.com", adminUser: "ops", adminSshPublicKey: KEY, swapSizeMb: 2048, journalMaxUseMb: 1024 };
@@ -68,25 +66,4 @@ test("firewall rules: web from Cloudflare when proxied, from anywhere when not",
 
 test("firewall rules refuse to run with an empty Cloudflare list", () => {
   assert.throws(() => firewallRules({ sshAllowFrom: ["203.0.113.7/32"], cdnProxy: true, cdnRanges: { ipv4Cidrs: [], ipv6Cidrs: [] } }), /ranges are empty/);
-});
-
-test("cost: server, IPv4, volume and optional backups from the dated table", () => {
-  const cost = estimateMonthlyCost({ serverType: "cx32", location: "fsn1", volumeSizeGb: 40, hetznerBackups: true });
-  const server = prices.serverTypes.cx32.monthly;
-  const expected = server + server * prices.backupsShareOfServer + prices.primaryIpv4Monthly + 40 * prices.volumePerGbMonthly;
-  assert.equal(cost.total, Math.round(expected * 100) / 100);
-  assert.deepEqual(cost.unpriced, []);
-  assert.equal(cost.recordedOn, prices.recordedOn);
-  const withoutBackups = estimateMonthlyCost({ serverType: "cx32", location: "fsn1", volumeSizeGb: 40, hetznerBackups: false });
-  assert.ok(withoutBackups.total < cost.total);
-  assert.equal(withoutBackups.lines.some((l) => l.item === "Hetzner backups"), false);
-});
-
-test("cost: a location or type the table lacks is named, never guessed", () => {
-  const us = estimateMonthlyCost({ serverType: "cpx31", location: "ash", volumeSizeGb: 20, hetznerBackups: false });
-  assert.deepEqual(us.unpriced, ["server cpx31 in ash"]);
-  assert.equal(us.lines[0].monthly, null);
-  assert.ok(us.notes.some((n) => n.includes("ash")));
-  const unknownType = estimateMonthlyCost({ serverType: "cx99", location: "fsn1", volumeSizeGb: 20, hetznerBackups: false });
-  assert.deepEqual(unknownType.unpriced, ["server cx99 in fsn1"]);
 });
