@@ -1,12 +1,11 @@
 import * as cloudflare from "@pulumi/cloudflare";
 import * as pulumi from "@pulumi/pulumi";
 import { BackupBucket } from "../components/backup-bucket";
-import { baseRole } from "../components/base";
-import { renderRoleBundle } from "../components/host/bundle";
 import { Edge } from "../components/edge";
 import { zoneAccountProblem } from "../components/edge/rules";
 import { Host } from "../components/host";
 import { ConfigError, PROJECT, StackConfig, validateConfig } from "./config";
+import { stackRoles } from "./roles";
 
 /** Project config as Pulumi hands it to the program: keys without the `leaninfra:` prefix. */
 export function projectConfig(all: Record<string, string> = pulumi.runtime.allConfig()): Record<string, string> {
@@ -88,7 +87,6 @@ export function buildStack(cfg: StackConfig, options: BuildOptions = {}): BuiltS
   const cdnRanges: pulumi.Output<{ ipv4Cidrs: string[]; ipv6Cidrs: string[] }> = cfg.cdnProxy
     ? cloudflare.getIpRangesOutput({}).apply((r) => ({ ipv4Cidrs: r.ipv4Cidrs, ipv6Cidrs: r.ipv6Cidrs }))
     : pulumi.output({ ipv4Cidrs: [], ipv6Cidrs: [] });
-  const roles = [{ name: "base", bundle: renderRoleBundle(baseRole({ adminUser: cfg.adminUser })) }];
 
   const host = new Host("host", {
     location: cfg.location,
@@ -107,7 +105,6 @@ export function buildStack(cfg: StackConfig, options: BuildOptions = {}): BuiltS
     swapSizeMb: cfg.swapSizeMb,
     journalMaxUseMb: cfg.journalMaxUseMb,
     labels: { project: PROJECT, stack: cfg.stack, environment: cfg.environment },
-    roles,
   });
 
   const zoneId = zoneIdFor(cfg);
@@ -139,8 +136,11 @@ export function buildStack(cfg: StackConfig, options: BuildOptions = {}): BuiltS
     { providers: { cloudflare: backupProvider(options) } },
   );
 
+  const roles = stackRoles({ cfg, edge, cdnRanges });
+  host.applyRoles(roles);
+
   const rendered: Record<string, string> = { "cloud-init/user-data.yaml": host.userData };
-  for (const role of roles) rendered[`bundles/${role.name}.sh`] = role.bundle;
+  for (const role of roles) rendered[`bundles/${role.name}.sh`] = role.preview;
 
   return {
     outputs: {

@@ -35,6 +35,7 @@ const DAY = 24 * HOUR;
 export class Edge extends pulumi.ComponentResource {
   public readonly hostnames: string[];
   public readonly canonicalUrl: string;
+  public readonly records: cloudflare.DnsRecord[] = [];
   /** Undefined when the proxy is off. */
   public readonly originTls?: OriginTls;
 
@@ -47,7 +48,7 @@ export class Edge extends pulumi.ComponentResource {
     for (const hostname of this.hostnames) {
       const label = hostname === args.domain ? "apex" : hostname.slice(0, -(args.domain.length + 1));
       for (const [type, content] of [["A", args.ipv4], ["AAAA", args.ipv6]] as const) {
-        new cloudflare.DnsRecord(
+        this.records.push(new cloudflare.DnsRecord(
           `${name}-${label}-${type.toLowerCase()}`,
           {
             zoneId: args.zoneId,
@@ -60,7 +61,7 @@ export class Edge extends pulumi.ComponentResource {
             comment: "Managed by LeanInfra (Pulumi): points at the Host's Primary IP",
           },
           child,
-        );
+        ));
       }
     }
 

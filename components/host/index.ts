@@ -9,6 +9,8 @@ import { firewallRules } from "./firewall";
 export interface RoleBundle {
   name: string;
   bundle: pulumi.Input<string>;
+  /** Resources that must exist before the role runs (e.g. DNS records before certbot). */
+  dependsOn?: pulumi.Resource[];
 }
 
 export interface HostArgs {
@@ -31,8 +33,6 @@ export interface HostArgs {
   swapSizeMb: number;
   journalMaxUseMb: number;
   labels: Record<string, string>;
-  /** Applied in order over SSH once cloud-init has finished; base first. */
-  roles: RoleBundle[];
 }
 
 /**
@@ -58,10 +58,14 @@ export class Host extends pulumi.ComponentResource {
   public readonly serverId: pulumi.Output<string>;
   public readonly volumeId: pulumi.Output<string>;
   public readonly userData: string;
-  public readonly roleCommands: command.remote.Command[];
+  public readonly roleCommands: command.remote.Command[] = [];
+  private readonly hostName: string;
+  private readonly connection: command.types.input.remote.ConnectionArgs;
+  private readonly attachment: hcloud.VolumeAttachment;
 
   constructor(name: string, args: HostArgs, opts?: pulumi.ComponentResourceOptions) {
     super("leaninfra:host:Host", name, {}, opts);
+    this.hostName = name;
     const child = { parent: this };
     const labels = { ...args.labels, "leaninfra-host": name };
 
@@ -151,37 +155,49 @@ export class Host extends pulumi.ComponentResource {
     new hcloud.Rdns(`${name}-rdns-ipv4`, { primaryIpId: toNumber(ipv4.id), ipAddress: ipv4.ipAddress, dnsPtr: args.fqdn }, child);
     new hcloud.Rdns(`${name}-rdns-ipv6`, { primaryIpId: toNumber(ipv6.id), ipAddress: server.ipv6Address, dnsPtr: args.fqdn }, child);
 
-    const connection = {
+    this.connection = {
       host: ipv4.ipAddress,
       user: args.adminUser,
       // The owner's key comes from ssh-agent (SSH_AUTH_SOCK); a fresh server takes a while to accept SSH.
       dialErrorLimit: 60,
       perDialTimeout: 10,
     };
-    const roleCommands: command.remote.Command[] = [];
-    for (const role of args.roles) {
-      const previous = roleCommands[roleCommands.length - 1];
-      roleCommands.push(
-        new command.remote.Command(
-          `${name}-role-${role.name}`,
-          {
-            connection,
-            create: roleRunCommand(role.name),
-            stdin: role.bundle,
-            // An unchanged bundle costs nothing on `pulumi up`; a changed one runs again.
-            triggers: [pulumi.output(role.bundle).apply(bundleDigest)],
-            logging: "stdoutAndStderr",
-          },
-          { ...child, dependsOn: [attachment, ...(previous ? [previous] : [])], customTimeouts: { create: "30m", update: "30m" } },
-        ),
-      );
-    }
-    this.roleCommands = roleCommands;
+    this.attachment = attachment;
 
     this.ipv4 = ipv4.ipAddress;
     this.ipv6 = server.ipv6Address;
     this.serverId = server.id;
     this.volumeId = volume.id;
     this.registerOutputs({ ipv4: this.ipv4, ipv6: this.ipv6, serverId: this.serverId, volumeId: this.volumeId });
+  }
+
+  /**
+   * Applies host roles in order over SSH once cloud-init has finished and the volume is attached;
+   * base first. Called after the components whose outputs the roles carry (certificates, DNS).
+   */
+  applyRoles(roles: RoleBundle[]): command.remote.Command[] {
+    const name = this.hostName;
+    for (const role of roles) {
+      const previous = this.roleCommands[this.roleCommands.length - 1];
+      this.roleCommands.push(
+        new command.remote.Command(
+          `${name}-role-${role.name}`,
+          {
+            connection: this.connection,
+            create: roleRunCommand(role.name),
+            stdin: role.bundle,
+            // An unchanged bundle costs nothing on `pulumi up`; a changed one runs again.
+            triggers: [pulumi.output(role.bundle).apply(bundleDigest)],
+            logging: "stdoutAndStderr",
+          },
+          {
+            parent: this,
+            dependsOn: [this.attachment, ...(previous ? [previous] : []), ...(role.dependsOn ?? [])],
+            customTimeouts: { create: "30m", update: "30m" },
+          },
+        ),
+      );
+    }
+    return this.roleCommands;
   }
 }

@@ -27,7 +27,7 @@ async function plan(stack: string, raw: Record<string, unknown>) {
 
 type Rule = { direction: string; protocol: string; port?: string; sourceIps: string[] };
 
-test("the Host registers the server, its IPs, firewall, volume, rDNS and one role command", async () => {
+test("the Host registers the server, its IPs, firewall, volume, rDNS and its role commands", async () => {
   const { resources, byType } = await plan("prod", base);
   const count = (type: string) => byType(type).length;
   assert.equal(count("leaninfra:host:Host"), 1);
@@ -38,7 +38,7 @@ test("the Host registers the server, its IPs, firewall, volume, rDNS and one rol
   assert.equal(count("hcloud:index/volumeAttachment:VolumeAttachment"), 1);
   assert.equal(count("hcloud:index/sshKey:SshKey"), 1);
   assert.equal(count("hcloud:index/rdns:Rdns"), 2);
-  assert.equal(count("command:remote:Command"), 1);
+  assert.deepEqual(byType("command:remote:Command").map((r) => r.name).sort(), ["host-role-base", "host-role-proxy"]);
   for (const r of resources.filter((r) => r.type.startsWith("hcloud:") || r.type.startsWith("command:"))) {
     assert.equal(r.parent, "leaninfra:host:Host::host", `${r.type} ${r.name} is a child of the Host`);
   }
@@ -132,8 +132,8 @@ test("reverse DNS names both addresses after the server", async () => {
 });
 
 test("the base role runs over SSH after cloud-init, triggered by its bundle's SHA-256", async () => {
-  const { one, result } = await plan("prod", base);
-  const cmd = one("command:remote:Command");
+  const { byType, result } = await plan("prod", base);
+  const cmd = byType("command:remote:Command").find((r) => r.name === "host-role-base")!;
   const bundle = result.rendered["bundles/base.sh"];
   assert.equal(cmd.inputs.stdin, bundle);
   assert.deepEqual(cmd.inputs.triggers, [bundleDigest(bundle)]);
@@ -169,4 +169,19 @@ test("invalid config registers nothing and fails with a RunError listing every b
   const message = (thrown as Error).message;
   for (const key of ["leaninfra:domain", "leaninfra:sshAllowFrom[0]", "leaninfra:volumeSizeGb"]) assert.ok(message.includes(key), key);
   assert.equal(resources.length, 0);
+});
+
+test("roles run one after another, base first; the proxy bundle carries the origin key and is secret", async () => {
+  const { byType } = await plan("prod", base);
+  const proxy = byType("command:remote:Command").find((r) => r.name === "host-role-proxy")!;
+  assert.ok(proxy.options.dependsOn.includes("command:remote:Command::host-role-base"));
+  assert.ok(proxy.secretInputs.includes("stdin"), "the proxy bundle holds the origin private key: secret");
+  assert.match(String(proxy.inputs.stdin), /-----BEGIN PRIVATE KEY----- edge-origin-key/);
+});
+
+test("without the CDN proxy, the proxy role waits for the DNS records (Let's Encrypt must reach the server)", async () => {
+  const { byType } = await plan("prod", { ...base, cdnProxy: false, acmeEmail: "owner@example.com" });
+  const proxy = byType("command:remote:Command").find((r) => r.name === "host-role-proxy")!;
+  assert.ok(proxy.options.dependsOn.includes("cloudflare:index/dnsRecord:DnsRecord::edge-apex-a"));
+  assert.match(String(proxy.inputs.stdin), /certbot/);
 });
