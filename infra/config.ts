@@ -227,6 +227,114 @@ export const configSchema = z
       .max(100000)
       .default(10)
       .describe("Expected size of everything in the backup bucket, in GB; used only for the monthly cost estimate."),
+    authPaths: z
+      .array(z.string().regex(/^\/[A-Za-z0-9._~\/-]*$/, { message: 'is not a path (accepted: starts with "/", e.g. /login)' }))
+      .default(["/login", "/api/auth/"])
+      .describe("Path prefixes of the login and auth endpoints; nginx rate-limits them per client address."),
+    authRateLimitPerMinute: z
+      .number()
+      .int()
+      .min(1)
+      .max(6000)
+      .default(30)
+      .describe("Requests a minute one client address may make to authPaths before nginx answers 429."),
+    clientMaxBodyMb: z
+      .number()
+      .int()
+      .min(1)
+      .max(1024)
+      .default(25)
+      .describe("Largest request body nginx accepts, in MB (uploads)."),
+    postgresDatabase: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_]{0,62}$/, { message: "is not a PostgreSQL identifier (accepted: a-z, 0-9 and '_', starting with a letter or '_')" })
+      .default("app")
+      .describe("Name of the app's database, owned by the app role postgresUser."),
+    postgresUser: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_]{0,62}$/, { message: "is not a PostgreSQL identifier (accepted: a-z, 0-9 and '_', starting with a letter or '_')" })
+      .refine((v) => v !== "postgres", { message: "cannot be postgres, the superuser (accepted: e.g. app)" })
+      .default("app")
+      .describe("The app's database role; its password is generated and kept secret by Pulumi."),
+    postgresMaxConnections: z
+      .number()
+      .int()
+      .min(0)
+      .max(5000)
+      .default(0)
+      .describe("PostgreSQL max_connections; 0 derives it from the server's memory with headroom for a launch day."),
+    redisEnabled: z
+      .boolean()
+      .default(false)
+      .describe("Run Redis on the server. Needs redisJob: add Redis only when you can name its one job."),
+    redisJob: z
+      .enum(["", "cache", "sessions", "queue"])
+      .default("")
+      .describe("Redis's one job: cache (evicts, no persistence), sessions (persistent, evicts only expiring keys) or queue (persistent, never evicts)."),
+    redisMaxMemoryMb: z
+      .number()
+      .int()
+      .min(0)
+      .max(1048576)
+      .default(0)
+      .describe("Redis maxmemory in MB; 0 derives it from the server's memory."),
+    appImage: z
+      .string()
+      .refine((v) => v === "" || /^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(\/[a-z0-9]+([._-][a-z0-9]+)*)*$/.test(v) || /^[a-z0-9.-]+(:[0-9]+)?(\/[a-z0-9._-]+)+$/.test(v), {
+        message: "is not a container image name without tag (accepted: e.g. ghcr.io/acme/shop)",
+      })
+      .default("")
+      .describe("The product's container image, without tag (e.g. ghcr.io/acme/shop). Empty: no app deployed yet."),
+    appTag: z
+      .string()
+      .regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/, { message: "is not an image tag (accepted: e.g. 1.8.4 or 2026-11-28.3)" })
+      .default("latest")
+      .describe("The release to run. Deploy = set a new tag and pulumi up; rollback = set the previous tag and pulumi up."),
+    appPort: z
+      .number()
+      .int()
+      .min(1)
+      .max(65535)
+      .default(8080)
+      .describe("The port the app listens on inside its container."),
+    appHealthPath: z
+      .string()
+      .regex(/^\/[A-Za-z0-9._~\/?=&-]*$/, { message: 'is not a path (accepted: starts with "/", e.g. /healthz)' })
+      .default("/healthz")
+      .describe("Path that answers 200 when the app can serve (it should check its database)."),
+    appHealthTimeoutSeconds: z
+      .number()
+      .int()
+      .min(5)
+      .max(1800)
+      .default(90)
+      .describe("How long a new release may take to answer its health path before the deploy gives up and keeps the old one."),
+    appDrainSeconds: z
+      .number()
+      .int()
+      .min(0)
+      .max(600)
+      .default(15)
+      .describe("Seconds the old release keeps running after the switch, so requests in flight finish."),
+    appKeepImages: z
+      .number()
+      .int()
+      .min(2)
+      .max(50)
+      .default(5)
+      .describe("Releases kept on the server, so a rollback needs no registry."),
+    appEnv: z
+      .array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*=.*$/, { message: "is not KEY=value (accepted: e.g. LOG_LEVEL=info)" }))
+      .default([])
+      .describe("Plain environment of the app, as KEY=value. Secrets go in the secret leaninfra:appSecretEnv instead."),
+    appMigrationCommand: z
+      .string()
+      .default("")
+      .describe("One-shot command run in the new release before traffic switches (e.g. ./manage migrate); empty when the app migrates itself."),
+    appRegistryUser: z
+      .string()
+      .default("")
+      .describe("User for a private registry; its password is the secret leaninfra:appRegistryPassword."),
   })
   .strict();
 
@@ -311,6 +419,28 @@ function crossFieldProblems(cfg: Partial<ParsedConfig>): CrossFieldProblem[] {
   if (cfg.staticHostname && (cfg.staticHostname === "www" || cfg.extraHostnames?.includes(cfg.staticHostname))) {
     problems.push({ path: ["staticHostname"], input: cfg.staticHostname, message: "is also listed in extraHostnames (accepted: a name used once)" });
   }
+  if (cfg.redisEnabled === true && cfg.redisJob === "") {
+    problems.push({
+      path: ["redisJob"],
+      input: "",
+      message:
+        "must name Redis's one job when redisEnabled is true: add Redis only when you can point to a clear job for it, " +
+        "until then PostgreSQL does it (accepted: cache, sessions or queue)",
+    });
+  }
+  cfg.authPaths?.forEach((prefix, index) => {
+    if (prefix === "/") {
+      problems.push({ path: ["authPaths", index], input: prefix, message: "would rate-limit the whole site (accepted: the login and auth prefixes, e.g. /login)" });
+    } else if (cfg.authPaths?.indexOf(prefix) !== index) {
+      problems.push({ path: ["authPaths", index], input: prefix, message: "is listed twice" });
+    }
+  });
+  cfg.appEnv?.forEach((entry, index) => {
+    const key = entry.split("=")[0];
+    if (["DATABASE_URL", "REDIS_URL", "RELEASE", "PORT"].includes(key)) {
+      problems.push({ path: ["appEnv", index], input: entry, message: `sets ${key}, which LeanInfra provides itself (accepted: any other KEY=value)` });
+    }
+  });
   if (cfg.hostname && cfg.domain && `${cfg.hostname}.${cfg.domain}`.length > 253) {
     problems.push({ path: ["hostname"], input: cfg.hostname, message: "makes the full host name longer than 253 characters" });
   }
@@ -388,7 +518,7 @@ function describeIssue(issue: z.core.$ZodIssue, shape: Record<string, z.ZodType>
       return `${key}: ${shown(input)} is not ${TYPE_NOUNS[issue.expected] ?? issue.expected} (accepted: ${TYPE_NOUNS[issue.expected] ?? issue.expected})`;
     }
     case "invalid_value":
-      return `${key}: ${shown(input)} is not allowed (accepted: ${issue.values.map((v) => String(v)).join(", ")})`;
+      return `${key}: ${shown(input)} is not allowed (accepted: ${issue.values.map((v) => (v === "" ? '"" (none)' : String(v))).join(", ")})`;
     case "too_small":
       return issue.origin === "array"
         ? `${key}: ${shown(input)} ${issue.message}`
@@ -468,9 +598,13 @@ export function validateConfig(stack: string, raw: Record<string, unknown>): Sta
  * Secret project keys: read with config.requireSecret by the program, never validated in clear (the
  * offline plan cannot decrypt them), declared in Pulumi.yaml with `secret: true`.
  */
-export const SECRET_KEYS: Record<string, string> = {
-  backupApiToken:
-    "API token of the backup account (R2 admin read & write, API tokens edit). Set with: pulumi config set --secret leaninfra:backupApiToken ...",
+export const SECRET_KEYS: Record<string, { description: string; required: boolean }> = {
+  appSecretEnv: { description: "Secret environment of the app, one KEY=value a line (e.g. SESSION_SECRET=...). Optional.", required: false },
+  appRegistryPassword: { description: "Password or token for appRegistryUser's private registry. Optional.", required: false },
+  backupApiToken: {
+    description: "API token of the backup account (R2 admin read & write, API tokens edit). Set with: pulumi config set --secret leaninfra:backupApiToken ...",
+    required: true,
+  },
 };
 
 export interface PulumiConfigDeclaration {
@@ -492,6 +626,8 @@ export function pulumiConfigDeclarations(): Record<string, PulumiConfigDeclarati
     if (schema.default !== undefined) declaration.default = schema.default;
     out[key] = declaration;
   }
-  for (const [key, description] of Object.entries(SECRET_KEYS)) out[key] = { type: "string", description, secret: true };
+  for (const [key, secret] of Object.entries(SECRET_KEYS)) {
+    out[key] = { type: "string", description: secret.description, secret: true, ...(secret.required ? {} : { default: "" }) };
+  }
   return out;
 }

@@ -101,6 +101,17 @@ const badInputs: Array<{ name: string; raw: Record<string, unknown>; key: string
   { name: "unknown jurisdiction", raw: { backupJurisdiction: "ch" }, key: "leaninfra:backupJurisdiction", mentions: "accepted: default, eu, fedramp" },
   { name: "lock as long as retention", raw: { backupLockDays: 35, backupRetentionDays: 35 }, key: "leaninfra:backupLockDays", mentions: "shorter than backupRetentionDays (35)" },
   { name: "retention too short", raw: { backupRetentionDays: 7 }, key: "leaninfra:backupRetentionDays", mentions: "at least 14" },
+  { name: "auth path covering the whole site", raw: { authPaths: ["/login", "/"] }, key: "leaninfra:authPaths[1]", mentions: "whole site" },
+  { name: "auth path without a slash", raw: { authPaths: ["login"] }, key: "leaninfra:authPaths[0]", mentions: "is not a path" },
+  { name: "Redis without a job", raw: { redisEnabled: true }, key: "leaninfra:redisJob", mentions: "name Redis's one job" },
+  { name: "Redis with an unknown job", raw: { redisEnabled: true, redisJob: "pubsub" }, key: "leaninfra:redisJob", mentions: 'accepted: "" (none), cache, sessions, queue' },
+  { name: "app env overriding DATABASE_URL", raw: { appEnv: ["LOG_LEVEL=info", "DATABASE_URL=postgres://x"] }, key: "leaninfra:appEnv[1]", mentions: "LeanInfra provides itself" },
+  { name: "app env without a value", raw: { appEnv: ["LOG_LEVEL"] }, key: "leaninfra:appEnv[0]", mentions: "is not KEY=value" },
+  { name: "image with a tag", raw: { appImage: "ghcr.io/acme/shop:1.2" }, key: "leaninfra:appImage", mentions: "without tag" },
+  { name: "tag with a slash", raw: { appTag: "feature/x" }, key: "leaninfra:appTag", mentions: "is not an image tag" },
+  { name: "health path without slash", raw: { appHealthPath: "healthz" }, key: "leaninfra:appHealthPath", mentions: "is not a path" },
+  { name: "postgres superuser as app user", raw: { postgresUser: "postgres" }, key: "leaninfra:postgresUser", mentions: "cannot be postgres" },
+  { name: "keeping a single image", raw: { appKeepImages: 1 }, key: "leaninfra:appKeepImages", mentions: "at least 2" },
   { name: "host name label too long", raw: { hostname: "a".repeat(64) }, key: "leaninfra:hostname", mentions: "is not a host name label" },
 ];
 
