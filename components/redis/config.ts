@@ -1,0 +1,167 @@
+import { createHash } from "node:crypto";
+import { LAYOUT } from "../host/layout";
+
+/**
+ * Debian 13 ships both redis-server 8.0 (Redis Ltd., AGPLv3 among its licence choices) and
+ * valkey-server 8.1 (the BSD fork). LeanInfra uses redis-server: the design and the essay name Redis,
+ * the owner knows it, prometheus-redis-exporter speaks to it, and running it unmodified puts no
+ * AGPL duty on the product. Valkey is protocol-compatible; switching means another package,
+ * /etc/valkey/valkey.conf and the valkey-server unit.
+ */
+export const REDIS_PACKAGE = "redis-server";
+export const REDIS_PORT = 6379;
+/** The ACL user that may run every command: for the owner (sudo leaninfra-redis-cli) and LeanInfra's checks. */
+export const REDIS_ADMIN_USER = "admin";
+
+export const REDIS_PATHS = Object.freeze({
+  config: "/etc/redis/redis.conf",
+  /** On the data volume, so a queue's or sessions' AOF survives a rebuilt server. */
+  dataDir: `${LAYOUT.data}/redis`,
+  unit: "redis-server",
+  systemdDropIn: "/etc/systemd/system/redis-server.service.d/leaninfra.conf",
+  adminPassword: `${LAYOUT.secrets}/redis-admin.password`,
+  adminCli: "/usr/local/sbin/leaninfra-redis-cli",
+});
+
+export type RedisJob = "cache" | "sessions" | "queue";
+
+export interface RedisJobProfile {
+  /** What the job is, in one line for the config file. */
+  summary: string;
+  maxmemoryPolicy: "allkeys-lru" | "volatile-lru" | "noeviction";
+  /** none: lost on restart, as a cache may be; aof: every write appended, fsync'd every second. */
+  persistence: "none" | "aof";
+  /** Commands the app's (default) user may not run, beyond the @admin category. */
+  deniedCommands: string[];
+}
+
+/**
+ * One job per Redis, each with the eviction and persistence that job needs. FLUSHALL is never the app's
+ * to run; FLUSHDB only for a cache, where clearing it is an ordinary operation (e.g. Django's cache.clear()).
+ */
+export const REDIS_JOBS: Readonly<Record<RedisJob, RedisJobProfile>> = Object.freeze({
+  cache: {
+    summary: "cache: any key may be evicted (least recently used first) and nothing is written to disk",
+    maxmemoryPolicy: "allkeys-lru",
+    persistence: "none",
+    deniedCommands: ["flushall"],
+  },
+  sessions: {
+    summary: "sessions: only keys with a TTL are evicted (least recently used first), kept on disk in the AOF",
+    maxmemoryPolicy: "volatile-lru",
+    persistence: "aof",
+    deniedCommands: ["flushall", "flushdb"],
+  },
+  queue: {
+    summary: "queue: nothing is ever evicted (writes fail with OOM when full), kept on disk in the AOF",
+    maxmemoryPolicy: "noeviction",
+    persistence: "aof",
+    deniedCommands: ["flushall", "flushdb"],
+  },
+});
+
+export function isRedisJob(value: unknown): value is RedisJob {
+  return typeof value === "string" && Object.prototype.hasOwnProperty.call(REDIS_JOBS, value);
+}
+
+/**
+ * Redis's maxmemory in MB. Given (> 0) it is used as is; 0 derives a tenth of the server's RAM, at
+ * least 64 MB: PostgreSQL takes a quarter for shared_buffers and up to another quarter for queries,
+ * the app (two releases during a deploy) and monitoring need theirs, and the page cache gets the rest.
+ * A tenth also leaves room for the copy-on-write fork of an AOF rewrite, so the kernel's default
+ * overcommit heuristic suffices (vm.overcommit_memory stays 0, which PostgreSQL prefers).
+ * 2, 4, 8, 16, 32 GB give 204, 409, 819, 1638, 3276 MB.
+ */
+export function redisMaxMemoryMb(memoryMb: number, maxMemoryMb = 0): number {
+  if (maxMemoryMb > 0) return maxMemoryMb;
+  return Math.max(64, Math.floor(memoryMb / 10));
+}
+
+/** How Redis stores a password in an ACL rule: '#' and its SHA-256, so redis.conf holds no password. */
+export function redisPasswordHash(password: string): string {
+  return createHash("sha256").update(password, "utf8").digest("hex");
+}
+
+export interface RedisConfSettings {
+  job: RedisJob;
+  maxMemoryMb: number;
+  password: string;
+  adminPassword: string;
+}
+
+/** The whole /etc/redis/redis.conf: short enough to read in one screen. */
+export function renderRedisConf(s: RedisConfSettings): string {
+  const job = REDIS_JOBS[s.job];
+  const persistence =
+    job.persistence === "none"
+      ? `# A cache is rebuilt from the database: no RDB snapshots, no AOF.
+save ""
+appendonly no`
+      : `# Every write goes to the append-only file, fsync'd once a second (at most a second lost in a crash);
+# RDB snapshots are off: the AOF (with its RDB preamble) is the one copy on disk.
+save ""
+appendonly yes
+appendfsync everysec
+appendfilename "appendonly.aof"
+appenddirname "appendonlydir"
+aof-use-rdb-preamble yes`;
+  const denied = job.deniedCommands.map((c) => `-${c}`).join(" ");
+  return `# Managed by LeanInfra (role "redis"); edit the role in the repository, not this file.
+# Redis has one job here, ${job.summary}.
+
+# Loopback and the Docker bridge for the app's container. "-": an address that does not exist yet (the
+# bridge before Docker starts) is skipped instead of stopping Redis; the systemd drop-in orders it after Docker.
+bind 127.0.0.1 -${LAYOUT.dockerBridge.address}
+protected-mode yes
+port ${REDIS_PORT}
+tcp-backlog 511
+timeout 0
+tcp-keepalive 300
+daemonize no
+pidfile /run/redis/redis-server.pid
+loglevel notice
+logfile /var/log/redis/redis-server.log
+databases 16
+always-show-logo no
+dir ${REDIS_PATHS.dataDir}
+
+maxmemory ${s.maxMemoryMb}mb
+maxmemory-policy ${job.maxmemoryPolicy}
+
+${persistence}
+
+# Users. Passwords are stored as SHA-256 (#...), never in clear. The app logs in as "default" with its
+# password alone (redis://:PASSWORD@host:${REDIS_PORT}) and may run every command but the @admin ones
+# (CONFIG, DEBUG, SHUTDOWN, MODULE, ACL changes, MONITOR, SAVE...) and ${job.deniedCommands.map((c) => c.toUpperCase()).join(", ")}.
+# "${REDIS_ADMIN_USER}" may run everything: sudo leaninfra-redis-cli on the server.
+user default reset on #${redisPasswordHash(s.password)} ~* &* +@all -@admin ${denied}
+user ${REDIS_ADMIN_USER} reset on #${redisPasswordHash(s.adminPassword)} ~* &* +@all
+`;
+}
+
+/** Start after Docker and with the data volume mounted; allow writes to the data directory. */
+export function renderRedisSystemdDropIn(): string {
+  return `# Managed by LeanInfra (role "redis"); edit the role in the repository, not this file.
+[Unit]
+# The Docker bridge (${LAYOUT.dockerBridge.address}) must exist before Redis binds its addresses.
+After=docker.service
+# The data directory is on the volume: never start against an empty mount point on the root disk.
+RequiresMountsFor=${REDIS_PATHS.dataDir}
+
+[Service]
+# Debian's unit makes the file system read-only (ProtectSystem=strict) except Redis's own directories.
+ReadWritePaths=${REDIS_PATHS.dataDir}
+`;
+}
+
+/** redis-cli as the admin user, for root only: the password comes from a root-only file via the environment. */
+export function renderRedisAdminCli(): string {
+  return `#!/bin/sh
+# Managed by LeanInfra (role "redis"). redis-cli as Redis's "${REDIS_ADMIN_USER}" user, which may run every
+# command (CONFIG, FLUSHALL, INFO...), unlike the app. Root only, e.g.: sudo leaninfra-redis-cli INFO memory
+set -eu
+REDISCLI_AUTH=$(cat ${REDIS_PATHS.adminPassword})
+export REDISCLI_AUTH
+exec redis-cli -h 127.0.0.1 -p ${REDIS_PORT} --user ${REDIS_ADMIN_USER} "$@"
+`;
+}

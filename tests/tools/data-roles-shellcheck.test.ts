@@ -1,0 +1,34 @@
+import test from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { renderRoleBundle } from "../../components/host/bundle";
+import { postgresRole } from "../../components/postgres";
+import { RedisJob, redisRole } from "../../components/redis";
+
+function shellcheck(name: string, script: string): void {
+  const result = spawnSync("shellcheck", ["--shell=bash", "--format=gcc", "-"], { input: script, encoding: "utf8" });
+  if (result.error) {
+    const message = `shellcheck could not run (${result.error.message}); install it: apt-get install shellcheck`;
+    console.error(message);
+    assert.fail(message);
+  }
+  assert.equal(result.status, 0, `shellcheck found problems in the ${name} bundle:\n${result.stdout}${result.stderr}`);
+}
+
+test("shellcheck passes the postgres role's bundle", () => {
+  const bundle = renderRoleBundle(
+    postgresRole({ memoryMb: 8192, vcpus: 4, maxConnections: 0, database: "app", user: "app", password: "p4ss:w0rd\\'\"$(x)`y`" }),
+  );
+  for (const part of ["role_validate", "role_apply", "role_health_check", "handler_2"]) assert.ok(bundle.includes(part), part);
+  shellcheck("postgres", bundle);
+});
+
+for (const job of ["cache", "sessions", "queue"] as RedisJob[]) {
+  test(`shellcheck passes the redis role's bundle (job ${job})`, () => {
+    const bundle = renderRoleBundle(
+      redisRole({ job, memoryMb: 4096, maxMemoryMb: 0, password: "app-p4ss'\"$(x)`y`", adminPassword: "adm-p4ss'\"$(x)`y`" }),
+    );
+    for (const part of ["role_validate", "role_apply", "role_health_check", "handler_0"]) assert.ok(bundle.includes(part), part);
+    shellcheck(`redis (${job})`, bundle);
+  });
+}
