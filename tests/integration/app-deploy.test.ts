@@ -1,0 +1,214 @@
+import test from "node:test";
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import { APP_PATHS, AppSettings, appRole } from "../../components/app";
+import { LAYOUT } from "../../components/host/layout";
+import { BootedRoot, withBootedRoot } from "../lib/booted-root";
+import { RunResult } from "../lib/debian-root";
+import { RELEASES, TEST_IMAGE, TEST_REGISTRY, ensureTestImages } from "../fixtures/test-app/images";
+import {
+  LoadGenerator,
+  LoadReport,
+  SECRETS,
+  TestPki,
+  applyRole,
+  healthOkAt,
+  makeTestPki,
+  prepareHost,
+  releaseSequence,
+  show,
+  startRegistry,
+  stopRegistry,
+  testAppSettings,
+} from "../fixtures/test-app/scenario";
+
+const REGISTRY_MOUNT = "/srv/test-registry";
+const { a: V1, b: V2, broken: V3 } = RELEASES;
+
+function noSecrets(r: RunResult): void {
+  for (const secret of [SECRETS.dbPassword, SECRETS.apiToken, TEST_REGISTRY.password]) {
+    assert.ok(!r.stdout.includes(secret) && !r.stderr.includes(secret), `a secret was printed:\n${show(r)}`);
+  }
+}
+
+function must(root: BootedRoot, command: string): string {
+  const result = root.run(command);
+  assert.equal(result.code, 0, `${command}\n${show(result)}`);
+  return result.stdout;
+}
+
+/** Name and release label of every app container, running or not. */
+const appContainers = (root: BootedRoot) =>
+  must(root, `docker ps -a --filter label=leaninfra.role=app --format '{{.Names}} {{.Label "leaninfra.release"}} {{.State}}' | sort`).trim();
+
+/** A deploy through the app role's bundle (as `pulumi up` runs it) while the load generator runs. */
+async function deployUnderLoad(root: BootedRoot, pki: TestPki, settings: AppSettings): Promise<{ result: RunResult & { ms: number }; load: LoadReport }> {
+  const load = new LoadGenerator(pki, { concurrency: 4, maxDurationMs: 3 * 60_000 }).start();
+  await load.warmUp();
+  const result = await applyRole(root, appRole(settings));
+  // Requests a moment after the deploy returned show what serves once it is over.
+  await new Promise((r) => setTimeout(r, 500));
+  const report = await load.stop();
+  const counts = Object.entries(report.byRelease).map(([k, v]) => `${k}: ${v}`).join(", ");
+  console.log(`  load during the ${settings.tag} deploy: ${report.sent} requests, ${report.failed} failed (${counts}); sequence ${releaseSequence(report.samples).join(" -> ")}`);
+  return { result, load: report };
+}
+
+function assertNoFailures(report: LoadReport, what: string): void {
+  assert.ok(report.sent >= 50, `${what}: only ${report.sent} requests were sent`);
+  assert.equal(report.failed, 0, `${what}: ${report.failed} of ${report.sent} requests failed, e.g.\n${JSON.stringify(report.failures.slice(0, 5), null, 1)}`);
+}
+
+/** A clean switch: the old release answers first, the new one last, and never the old one again shortly after. */
+function assertSwitch(report: LoadReport, from: string, to: string, deployEndedMs: number): void {
+  const ordered = [...report.samples].sort((x, y) => x.endMs - y.endMs);
+  assert.equal(ordered[0].release, from, `the first answers must come from ${from}`);
+  assert.equal(ordered[ordered.length - 1].release, to, `the last answers must come from ${to}`);
+  const late = report.samples.filter((s) => s.release === from && s.startMs > deployEndedMs);
+  assert.equal(late.length, 0, `${late.length} requests sent after the deploy ended were still answered by ${from}`);
+}
+
+test("app role: zero-downtime deploy, rollback and a broken release, through nginx in a booted Debian 13 root", { timeout: 25 * 60_000 }, async () => {
+  const registryDir = await ensureTestImages();
+  const pki = makeTestPki();
+  const timings: string[] = [];
+
+  await withBootedRoot(
+    { docker: true, scratch: ["/var/lib/docker"], binds: [{ host: registryDir, root: REGISTRY_MOUNT, readOnly: true }] },
+    async (root) => {
+      const { docker, dockerAgain } = await prepareHost(root, pki, REGISTRY_MOUNT);
+      const v1 = testAppSettings();
+
+      // 0. The docker role (applied before PostgreSQL in the stack): installed, configured, then nothing to do.
+      assert.match(docker.stdout, /^\[docker\] installed package docker\.io$/m);
+      assert.match(docker.stdout, /^\[docker\] created file \/etc\/docker\/daemon\.json \(644 root:root\)$/m);
+      assert.equal(dockerAgain.code, 0, show(dockerAgain));
+      assert.equal(dockerAgain.stdout, "[docker] no changes\n", show(dockerAgain));
+
+      // 1. First run: v1 pulled from the registry (with login), migrated, serving.
+      const first = await applyRole(root, appRole(v1));
+      assert.equal(first.code, 0, show(first));
+      timings.push(`first app bundle (v1 pull + deploy): ${first.ms} ms`);
+      assert.match(first.stdout, /^\[app\] created file \/etc\/leaninfra\/secrets\/app-secrets\.env \(600 root:root\)$/m);
+      assert.match(first.stdout, new RegExp(`^\\[app\\] deployed: release ${V1} serves from slot green \\(127\\.0\\.0\\.1:8002, container app-green, running: true, settings: current\\)$`, "m"));
+      assert.match(first.stderr, new RegExp(`logging in to ${TEST_REGISTRY.address} as ${TEST_REGISTRY.user}`));
+      assert.match(first.stderr, new RegExp(`pulling ${TEST_IMAGE}:${V1}`));
+      assert.match(first.stderr, /test-app build=a release=v1: migration started; host\.docker\.internal is 172\.17\.0\.1; DATABASE_URL set: True/);
+      assert.match(first.stderr, /health ok: release v1 answers 200/);
+      noSecrets(first);
+
+      const second = await applyRole(root, appRole(v1));
+      assert.equal(second.code, 0, show(second));
+      assert.equal(second.stdout, "[app] no changes\n", show(second));
+
+      // Docker runs with the role's daemon.json; the container as the deploy promised.
+      assert.equal(must(root, "docker info --format '{{.LoggingDriver}} {{.LiveRestoreEnabled}}'").trim(), "journald true");
+      assert.equal(must(root, "docker network inspect bridge --format '{{(index .IPAM.Config 0).Gateway}} {{(index .IPAM.Config 0).Subnet}}'").trim(), `${LAYOUT.dockerBridge.address} ${LAYOUT.dockerBridge.subnet}`);
+      assert.equal(
+        must(root, `docker inspect app-green --format '{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.LogConfig.Type}} {{index .HostConfig.LogConfig.Config "tag"}} {{(index (index .HostConfig.PortBindings "8000/tcp") 0).HostIp}}:{{(index (index .HostConfig.PortBindings "8000/tcp") 0).HostPort}} {{.HostConfig.Init}}'`).trim(),
+        `unless-stopped journald app-${V1} 127.0.0.1:8002 true`,
+      );
+      assert.equal(must(root, `stat -c '%a %U' ${APP_PATHS.envFile} ${APP_PATHS.secretEnvFile} ${APP_PATHS.registryPasswordFile}`), "600 root\n600 root\n600 root\n");
+      const info = JSON.parse(must(root, "curl -fsS http://127.0.0.1:8002/info"));
+      assert.equal(info.release, V1);
+      assert.equal(info.port, "8000");
+      assert.equal(info.greeting, "hello from LeanInfra");
+      assert.equal(info.host_alias, LAYOUT.dockerBridge.address, "host.docker.internal is the pinned bridge address");
+      assert.equal(info.database_host, "host.docker.internal:5432/app");
+      for (const name of ["API_TOKEN", "DATABASE_URL", "REDIS_URL", "RELEASE", "PORT", "LOG_LEVEL", "GREETING"]) assert.ok(info.env_names.includes(name), `${name} missing in ${info.env_names}`);
+      assert.match(must(root, `journalctl --no-pager -o cat SYSLOG_IDENTIFIER=app-${V1}`), /test-app build=a release=v1: listening on port 8000/, "the journal's tag carries the release");
+      assert.equal(fs.readFileSync(root.hostPath(LAYOUT.nginx.upstream), "utf8"), "server 127.0.0.1:8002;\n");
+      assert.equal(fs.readFileSync(root.hostPath(LAYOUT.nginx.release), "utf8"), `set $leaninfra_release "${V1}";\n`);
+
+      // 2. v2 over v1, under load.
+      const b = await deployUnderLoad(root, pki, { ...v1, tag: V2 });
+      assert.equal(b.result.code, 0, show(b.result));
+      assert.match(b.result.stdout, /^\[app\] deployed: release v2 serves from slot blue /m);
+      assertNoFailures(b.load, "v2 over v1");
+      const bEnded = Date.now() - 500;
+      assertSwitch(b.load, V1, V2, bEnded);
+      const healthy = healthOkAt(b.result.stderr);
+      assert.ok(healthy, `no "health ok" line in the deploy output:\n${b.result.stderr}`);
+      const firstV2 = Math.min(...b.load.samples.filter((s) => s.release === V2).map((s) => s.endMs));
+      const lastV1 = Math.max(...b.load.samples.filter((s) => s.release === V1).map((s) => s.endMs));
+      timings.push(`v2 over v1: bundle ${b.result.ms} ms, ${b.load.sent} requests, ${b.load.failed} failed, switch ${firstV2 - healthy!} ms after health ok, last v1 answer ${lastV1 - firstV2} ms after the first v2 answer`);
+      assert.equal(appContainers(root), `app-blue ${V2} running`, "the old slot is stopped and removed after the drain");
+      const accessLog = fs.readFileSync(root.hostPath("/var/log/nginx/access.log"), "utf8");
+      assert.match(accessLog, /"release":"v1"/, "nginx logs the release with every request");
+      assert.match(accessLog, /"release":"v2"/);
+      noSecrets(b.result);
+
+      // 3. Roll back to v1 with the registry down: the kept image needs none.
+      await stopRegistry(root);
+      const back = await deployUnderLoad(root, pki, v1);
+      assert.equal(back.result.code, 0, show(back.result));
+      assert.match(back.result.stderr, new RegExp(`image ${TEST_IMAGE}:${V1} is already on this host: no pull, no registry needed`));
+      assert.match(back.result.stdout, /^\[app\] deployed: release v1 serves from slot green /m);
+      assertNoFailures(back.load, "rollback to v1");
+      assertSwitch(back.load, V2, V1, Date.now() - 500);
+      timings.push(`rollback to v1 (registry down): bundle ${back.result.ms} ms, ${back.load.sent} requests, ${back.load.failed} failed`);
+
+      // 4. A broken release: never healthy; v1 keeps serving, the bundle fails with its log lines.
+      await startRegistry(root, REGISTRY_MOUNT);
+      const upstreamBefore = fs.readFileSync(root.hostPath(LAYOUT.nginx.upstream), "utf8");
+      const c = await deployUnderLoad(root, pki, { ...v1, tag: V3 });
+      assert.notEqual(c.result.code, 0, show(c.result));
+      assert.match(c.result.stderr, /release v3-broken did not become healthy: no 200 from http:\/\/127\.0\.0\.1:8001\/healthz within 10s \(last answer: HTTP 503\)/);
+      assert.match(c.result.stderr, /last 50 lines of the log of app-blue \(release v3-broken\):/);
+      assert.match(c.result.stderr, /test-app build=c release=v3-broken: listening on port 8000 \(mode broken\)/, "the broken release's own log lines are in the output");
+      assert.match(c.result.stderr, /healthz: refusing to report healthy, this build is broken on purpose/);
+      assert.match(c.result.stderr, /release v3-broken never became healthy; v1 from slot green keeps serving, nginx was not touched/);
+      assert.match(c.result.stderr, /^\[app\] FAILED during apply: apply failed \(exit 1, output above\)$/m);
+      assertNoFailures(c.load, "broken v3");
+      assert.deepEqual(Object.keys(c.load.byRelease), [V1], "only v1 may answer while v3 fails");
+      assert.equal(fs.readFileSync(root.hostPath(LAYOUT.nginx.upstream), "utf8"), upstreamBefore, "nginx untouched");
+      assert.equal(appContainers(root), `app-green ${V1} running`, "the broken container is removed");
+      assert.match(fs.readFileSync(root.hostPath(APP_PATHS.metricsFile), "utf8"), /^leaninfra_app_deploy_success 0$/m);
+      assert.match(fs.readFileSync(root.hostPath(APP_PATHS.metricsFile), "utf8"), /^leaninfra_app_release_info\{release="v1",slot="green"\} 1$/m);
+      timings.push(`broken v3: bundle failed after ${c.result.ms} ms, ${c.load.sent} requests, ${c.load.failed} failed`);
+
+      // 5. A failing migration stops the deploy before anything starts.
+      const migrationFails = await applyRole(root, appRole({ ...v1, tag: V2, migrationCommand: ["python3", "/app/app.py", "migrate", "--fail"] }));
+      assert.notEqual(migrationFails.code, 0, show(migrationFails));
+      assert.match(migrationFails.stderr, /migration failed on purpose/);
+      assert.match(migrationFails.stderr, /the migration of release v2 failed \(output above\); v1 from slot green keeps serving/);
+      assert.equal(appContainers(root), `app-green ${V1} running`);
+
+      // 6. v2 again: serves, and image pruning keeps 1 + serving + previous, so v3-broken goes.
+      const again = await applyRole(root, appRole({ ...v1, tag: V2 }));
+      assert.equal(again.code, 0, show(again));
+      assert.match(again.stderr, /removing image 127\.0\.0\.1:5123\/leaninfra-test-app:v3-broken \(keeping the last 1 releases, the serving one and the previous one\)/);
+      assert.equal(must(root, `docker image ls --format '{{.Tag}}' ${TEST_IMAGE} | sort`), `${V1}\n${V2}\n`);
+      const third = await applyRole(root, appRole({ ...v1, tag: V2 }));
+      assert.equal(third.stdout, "[app] no changes\n", show(third));
+      const health = root.run(`${APP_PATHS.deployScript} --health && ${APP_PATHS.deployScript} --check`);
+      assert.equal(health.code, 0, show(health));
+
+      // The deploy trail: one line per attempt, and the metrics node_exporter reads.
+      const log = fs.readFileSync(root.hostPath(LAYOUT.app.deployLog), "utf8").trimEnd().split("\n");
+      const expected: [string, string, string, string, string][] = [
+        [V1, "green", "ok", "-", ""],
+        [V2, "blue", "ok", V1, ""],
+        [V1, "green", "ok", V2, ""],
+        [V3, "blue", "failed", V1, " step=health"],
+        [V2, "blue", "failed", V1, " step=migrate"],
+        [V2, "blue", "ok", V1, ""],
+      ];
+      assert.equal(log.length, expected.length, log.join("\n"));
+      expected.forEach(([release, slot, result, previous, step], i) => {
+        const re = new RegExp(`^\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ release=${release} slot=${slot} result=${result} duration=\\d+\\.\\d{3}s previous=${previous} image=127\\.0\\.0\\.1:5123/leaninfra-test-app${step}$`);
+        assert.match(log[i], re);
+      });
+      assert.equal(must(root, `stat -c '%a %U:%G' ${LAYOUT.app.deployLog}`), "640 root:adm\n");
+      const metrics = fs.readFileSync(root.hostPath(APP_PATHS.metricsFile), "utf8");
+      assert.match(metrics, /^leaninfra_app_release_info\{release="v2",slot="blue"\} 1$/m);
+      assert.match(metrics, /^leaninfra_app_deploy_success 1$/m);
+      assert.match(metrics, /^leaninfra_app_deploy_duration_seconds \d+\.\d{3}$/m);
+      const stamp = Number(/^leaninfra_app_deploy_timestamp_seconds (\d+)$/m.exec(metrics)?.[1]);
+      assert.ok(Math.abs(stamp - Date.now() / 1000) < 120, `deploy timestamp ${stamp} is not recent`);
+      assert.deepEqual(fs.readdirSync(root.hostPath(LAYOUT.textfileDir)).filter((f) => f.includes("leaninfra_app")), ["leaninfra_app.prom"], "no temp files left");
+      for (const line of log) console.log(`  deploy.log: ${line}`);
+    },
+  );
+  for (const t of timings) console.log(`  ${t}`);
+});
