@@ -1,5 +1,6 @@
 import * as ipaddr from "ipaddr.js";
 import { z } from "zod";
+import { serverTypeInfo } from "./cost";
 
 // Every project key is a flat, top-level key under `leaninfra:` because Pulumi's project config
 // schema (Pulumi.yaml `config:`) can only declare string, integer, boolean and array keys.
@@ -118,6 +119,13 @@ export const configSchema = z
       .max(10240)
       .default(20)
       .describe("Size in GB of the data volume mounted at /srv/data (PostgreSQL and backup staging). It can grow, never shrink."),
+    serverMemoryGb: z
+      .number()
+      .int()
+      .min(0)
+      .max(4096)
+      .default(0)
+      .describe("RAM of the server in GB, for PostgreSQL and Redis sizing; 0 reads it from the server type (infra/data/prices.json)."),
     swapSizeMb: z
       .number()
       .int()
@@ -328,9 +336,9 @@ export const configSchema = z
       .default([])
       .describe("Plain environment of the app, as KEY=value. Secrets go in the secret leaninfra:appSecretEnv instead."),
     appMigrationCommand: z
-      .string()
-      .default("")
-      .describe("One-shot command run in the new release before traffic switches (e.g. ./manage migrate); empty when the app migrates itself."),
+      .array(z.string().min(1, { message: "is empty (accepted: one argument of the command, e.g. migrate)" }))
+      .default([])
+      .describe("One-shot command (as a list of arguments) run in the new release before traffic switches, e.g. [./manage, migrate]; empty when the app migrates itself."),
     appRegistryUser: z
       .string()
       .default("")
@@ -419,6 +427,13 @@ function crossFieldProblems(cfg: Partial<ParsedConfig>): CrossFieldProblem[] {
   if (cfg.staticHostname && (cfg.staticHostname === "www" || cfg.extraHostnames?.includes(cfg.staticHostname))) {
     problems.push({ path: ["staticHostname"], input: cfg.staticHostname, message: "is also listed in extraHostnames (accepted: a name used once)" });
   }
+  if (cfg.serverType && cfg.serverMemoryGb === 0 && !serverTypeInfo(cfg.serverType)) {
+    problems.push({
+      path: ["serverMemoryGb"],
+      input: 0,
+      message: `cannot be read from server type ${cfg.serverType}, which infra/data/prices.json does not list (accepted: the server's RAM in GB, e.g. 8)`,
+    });
+  }
   if (cfg.redisEnabled === true && cfg.redisJob === "") {
     problems.push({
       path: ["redisJob"],
@@ -457,6 +472,9 @@ export interface StackConfig extends ParsedConfig {
   readonly isProduction: boolean;
   /** The R2 bucket's name: backupBucketName, or leaninfra-<stack>-backups. */
   readonly bucketName: string;
+  /** The server's RAM in MB and its vCPUs: serverMemoryGb, else the server type's. */
+  readonly memoryMb: number;
+  readonly vcpus: number;
 }
 
 /** Raised when config is invalid; `problems` holds one line per bad key, all of them at once. */
@@ -591,6 +609,8 @@ export function validateConfig(stack: string, raw: Record<string, unknown>): Sta
     fqdn: `${cfg.hostname}.${cfg.domain}`,
     isProduction: cfg.environment === "production",
     bucketName: cfg.backupBucketName || defaultBucketName(stack),
+    memoryMb: (cfg.serverMemoryGb || serverTypeInfo(cfg.serverType)?.memoryGb || 0) * 1024,
+    vcpus: serverTypeInfo(cfg.serverType)?.vcpu ?? 2,
   });
 }
 

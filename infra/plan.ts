@@ -165,7 +165,11 @@ export function formatPlan(plan: Plan): string {
   const byParent = new Map<string | undefined, RecordedResource[]>();
   for (const r of plan.resources) byParent.set(r.parent, [...(byParent.get(r.parent) ?? []), r]);
   // Registration order depends on timing; a sorted tree reads the same in every merge request.
-  for (const children of byParent.values()) children.sort((a, b) => a.type.localeCompare(b.type) || a.name.localeCompare(b.name));
+  // Role commands keep the order the Host applies them in.
+  const position = new Map(plan.resources.map((r, i) => [r, i]));
+  const orderWithinType = (a: RecordedResource, b: RecordedResource) =>
+    a.type === "command:remote:Command" ? position.get(a)! - position.get(b)! : a.name.localeCompare(b.name);
+  for (const children of byParent.values()) children.sort((a, b) => a.type.localeCompare(b.type) || orderWithinType(a, b));
   const walk = (parent: string | undefined, depth: number) => {
     for (const r of byParent.get(parent) ?? []) {
       const indent = "  ".repeat(depth);

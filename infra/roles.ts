@@ -1,11 +1,18 @@
 import * as pulumi from "@pulumi/pulumi";
+import * as random from "@pulumi/random";
+import { appRole, dockerRole } from "../components/app";
 import { baseRole } from "../components/base";
 import { Edge } from "../components/edge";
 import { RoleBundle } from "../components/host";
 import { renderRoleBundle } from "../components/host/bundle";
 import { HostRole } from "../components/host/role";
+import { LAYOUT } from "../components/host/layout";
+import { postgresRole } from "../components/postgres";
+import { POSTGRES_DEFAULT_PORT } from "../components/postgres/config";
 import { ProxyTls, proxyRole } from "../components/proxy";
-import { StackConfig } from "./config";
+import { redisRole } from "../components/redis";
+import { REDIS_PORT } from "../components/redis/config";
+import { PROJECT, StackConfig } from "./config";
 import cloudflareIps from "./data/cloudflare-ips.json";
 
 /** A role ready for the Host, and its text for out/<stack>/ with placeholders where secrets go. */
@@ -15,6 +22,7 @@ export interface RenderedRole extends RoleBundle {
 }
 
 const PLACEHOLDER_PEM = (what: string) => `-----BEGIN CERTIFICATE-----\n(${what}: issued on pulumi up)\n-----END CERTIFICATE-----\n`;
+const PLACEHOLDER_SECRET = "generated-on-pulumi-up-kept-secret";
 const PLACEHOLDER_KEY = "-----BEGIN PRIVATE KEY-----\n(secret: generated on pulumi up, kept in Pulumi state)\n-----END PRIVATE KEY-----\n";
 
 /**
@@ -42,10 +50,47 @@ export interface RoleInputs {
   cdnRanges: pulumi.Output<{ ipv4Cidrs: string[]; ipv6Cidrs: string[] }>;
 }
 
-/** Every role of the stack, in the order the Host applies them. */
-export function stackRoles({ cfg, edge, cdnRanges }: RoleInputs): RenderedRole[] {
-  const base = renderRoleBundle(baseRole({ adminUser: cfg.adminUser }));
-  const roles: RenderedRole[] = [{ name: "base", bundle: base, preview: base }];
+/** A generated password: stored only in Pulumi state (encrypted) and root-only files on the server. */
+function password(name: string): pulumi.Output<string> {
+  // Letters and digits only: they need no escaping in URLs, pgpass lines or env files.
+  // The provider marks `result` secret; saying so here keeps it secret whatever runs the program.
+  return pulumi.secret(new random.RandomPassword(name, { length: 40, special: false }).result);
+}
+
+/** Where the app reaches its services: the stack's secrets put together, for the app role. */
+export interface ServiceUrls {
+  databaseUrl: pulumi.Output<string>;
+  redisUrl?: pulumi.Output<string>;
+}
+
+/** Every role of the stack, in the order the Host applies them, and the URLs the app gets. */
+export function stackRoles({ cfg, edge, cdnRanges }: RoleInputs): { roles: RenderedRole[]; urls: ServiceUrls } {
+  const plain = (name: string, role: HostRole): RenderedRole => {
+    const bundle = renderRoleBundle(role);
+    return { name, bundle, preview: bundle };
+  };
+  // Docker comes right after base: PostgreSQL and Redis listen on its bridge for the app.
+  const roles: RenderedRole[] = [plain("base", baseRole({ adminUser: cfg.adminUser })), plain("docker", dockerRole())];
+
+  const databasePassword = password("postgres-app-password");
+  const postgresSettings = { memoryMb: cfg.memoryMb, vcpus: cfg.vcpus, maxConnections: cfg.postgresMaxConnections, database: cfg.postgresDatabase, user: cfg.postgresUser };
+  roles.push(roleFromOutputs("postgres", databasePassword, PLACEHOLDER_SECRET, (pw) => postgresRole({ ...postgresSettings, password: pw })));
+  const urls: ServiceUrls = {
+    databaseUrl: pulumi.secret(
+      pulumi.interpolate`postgresql://${cfg.postgresUser}:${databasePassword}@${LAYOUT.dockerHostName}:${POSTGRES_DEFAULT_PORT}/${cfg.postgresDatabase}`,
+    ),
+  };
+
+  if (cfg.redisEnabled && cfg.redisJob !== "") {
+    const job = cfg.redisJob;
+    const redisPasswords = pulumi.all([password("redis-app-password"), password("redis-admin-password")]);
+    roles.push(
+      roleFromOutputs("redis", redisPasswords, [PLACEHOLDER_SECRET, `${PLACEHOLDER_SECRET}-admin`], ([pw, admin]) =>
+        redisRole({ job, memoryMb: cfg.memoryMb, maxMemoryMb: cfg.redisMaxMemoryMb, password: pw, adminPassword: admin }),
+      ),
+    );
+    urls.redisUrl = pulumi.secret(redisPasswords.apply(([pw]) => `redis://default:${pw}@${LAYOUT.dockerHostName}:${REDIS_PORT}/0`));
+  }
 
   const proxyBase = {
     domain: cfg.domain,
@@ -84,5 +129,45 @@ export function stackRoles({ cfg, edge, cdnRanges }: RoleInputs): RenderedRole[]
       cfg.cdnProxy ? undefined : edge.records,
     ),
   );
-  return roles;
+  if (cfg.appImage) {
+    type AppSecrets = { databaseUrl: string; redisUrl?: string; secretEnv?: string; registryPassword?: string };
+    const config = new pulumi.Config(PROJECT);
+    const secrets: pulumi.Output<AppSecrets> = pulumi
+      .all([urls.databaseUrl, urls.redisUrl, config.getSecret("appSecretEnv"), config.getSecret("appRegistryPassword")])
+      .apply(([databaseUrl, redisUrl, secretEnv, registryPassword]) => ({ databaseUrl, redisUrl, secretEnv, registryPassword }));
+    const appBase = {
+      image: cfg.appImage,
+      tag: cfg.appTag,
+      env: [...cfg.appEnv],
+      containerPort: cfg.appPort,
+      healthPath: cfg.appHealthPath,
+      healthTimeoutSeconds: cfg.appHealthTimeoutSeconds,
+      drainSeconds: cfg.appDrainSeconds,
+      keepImages: cfg.appKeepImages,
+      migrationCommand: cfg.appMigrationCommand.length ? [...cfg.appMigrationCommand] : undefined,
+      registryUser: cfg.appRegistryUser || undefined,
+    };
+    const placeholderUrl = `postgresql://${cfg.postgresUser}:${PLACEHOLDER_SECRET}@${LAYOUT.dockerHostName}:${POSTGRES_DEFAULT_PORT}/${cfg.postgresDatabase}`;
+    roles.push(
+      roleFromOutputs<AppSecrets>(
+        "app",
+        secrets,
+        {
+          databaseUrl: placeholderUrl,
+          redisUrl: urls.redisUrl ? `redis://default:${PLACEHOLDER_SECRET}@${LAYOUT.dockerHostName}:${REDIS_PORT}/0` : undefined,
+          secretEnv: "",
+          registryPassword: cfg.appRegistryUser ? PLACEHOLDER_SECRET : "",
+        },
+        (v) =>
+          appRole({
+            ...appBase,
+            databaseUrl: v.databaseUrl,
+            redisUrl: v.redisUrl,
+            secretEnv: v.secretEnv ?? "",
+            registryPassword: appBase.registryUser ? v.registryPassword : undefined,
+          }),
+      ),
+    );
+  }
+  return { roles, urls };
 }

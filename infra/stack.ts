@@ -136,7 +136,7 @@ export function buildStack(cfg: StackConfig, options: BuildOptions = {}): BuiltS
     { providers: { cloudflare: backupProvider(options) } },
   );
 
-  const roles = stackRoles({ cfg, edge, cdnRanges });
+  const { roles } = stackRoles({ cfg, edge, cdnRanges });
   host.applyRoles(roles);
 
   const rendered: Record<string, string> = { "cloud-init/user-data.yaml": host.userData };

@@ -38,7 +38,7 @@ test("the Host registers the server, its IPs, firewall, volume, rDNS and its rol
   assert.equal(count("hcloud:index/volumeAttachment:VolumeAttachment"), 1);
   assert.equal(count("hcloud:index/sshKey:SshKey"), 1);
   assert.equal(count("hcloud:index/rdns:Rdns"), 2);
-  assert.deepEqual(byType("command:remote:Command").map((r) => r.name).sort(), ["host-role-base", "host-role-proxy"]);
+  assert.deepEqual(byType("command:remote:Command").map((r) => r.name).sort(), ["host-role-base", "host-role-docker", "host-role-postgres", "host-role-proxy"]);
   for (const r of resources.filter((r) => r.type.startsWith("hcloud:") || r.type.startsWith("command:"))) {
     assert.equal(r.parent, "leaninfra:host:Host::host", `${r.type} ${r.name} is a child of the Host`);
   }
@@ -171,10 +171,10 @@ test("invalid config registers nothing and fails with a RunError listing every b
   assert.equal(resources.length, 0);
 });
 
-test("roles run one after another, base first; the proxy bundle carries the origin key and is secret", async () => {
+test("roles run one after another; the proxy bundle carries the origin key and is secret", async () => {
   const { byType } = await plan("prod", base);
   const proxy = byType("command:remote:Command").find((r) => r.name === "host-role-proxy")!;
-  assert.ok(proxy.options.dependsOn.includes("command:remote:Command::host-role-base"));
+  assert.ok(proxy.options.dependsOn.includes("command:remote:Command::host-role-postgres"));
   assert.ok(proxy.secretInputs.includes("stdin"), "the proxy bundle holds the origin private key: secret");
   assert.match(String(proxy.inputs.stdin), /-----BEGIN PRIVATE KEY----- edge-origin-key/);
 });
@@ -184,4 +184,49 @@ test("without the CDN proxy, the proxy role waits for the DNS records (Let's Enc
   const proxy = byType("command:remote:Command").find((r) => r.name === "host-role-proxy")!;
   assert.ok(proxy.options.dependsOn.includes("cloudflare:index/dnsRecord:DnsRecord::edge-apex-a"));
   assert.match(String(proxy.inputs.stdin), /certbot/);
+});
+
+test("PostgreSQL gets a generated password through a secret bundle; Redis only when enabled with a job", async () => {
+  const { byType, resources } = await plan("prod", base);
+  const postgres = byType("command:remote:Command").find((r) => r.name === "host-role-postgres")!;
+  assert.ok(postgres.secretInputs.includes("stdin"));
+  assert.ok(String(postgres.inputs.stdin).includes("postgresapppassword0123456789abcdefABCDEF"), "the generated password reaches the role");
+  const generated = resources.find((r) => r.type === "random:index/randomPassword:RandomPassword" && r.name === "postgres-app-password")!;
+  assert.equal(generated.inputs.length, 40);
+  assert.equal(byType("command:remote:Command").some((r) => r.name === "host-role-redis"), false, "no Redis by default");
+  const withRedis = await plan("prod", { ...base, redisEnabled: true, redisJob: "cache" });
+  const order = withRedis.byType("command:remote:Command").map((r) => [r.name, r.options.dependsOn.filter((d) => d.startsWith("command:"))]);
+  assert.deepEqual(Object.fromEntries(order), {
+    "host-role-base": [],
+    "host-role-docker": ["command:remote:Command::host-role-base"],
+    "host-role-postgres": ["command:remote:Command::host-role-docker"],
+    "host-role-redis": ["command:remote:Command::host-role-postgres"],
+    "host-role-proxy": ["command:remote:Command::host-role-redis"],
+  });
+  const redis = withRedis.byType("command:remote:Command").find((r) => r.name === "host-role-redis")!;
+  assert.match(String(redis.inputs.stdin), /maxmemory-policy allkeys-lru/);
+});
+
+test("the app role comes last, with DATABASE_URL and REDIS_URL built from the generated passwords, all secret", async () => {
+  const { byType } = await plan("prod", {
+    ...base,
+    redisEnabled: true,
+    redisJob: "sessions",
+    appImage: "ghcr.io/acme/shop",
+    appTag: "1.8.4",
+    appEnv: ["LOG_LEVEL=info"],
+    appMigrationCommand: ["./manage", "migrate"],
+  });
+  const commands = byType("command:remote:Command");
+  assert.deepEqual(commands.map((r) => r.name), ["host-role-base", "host-role-docker", "host-role-postgres", "host-role-redis", "host-role-proxy", "host-role-app"]);
+  const app = commands.find((r) => r.name === "host-role-app")!;
+  assert.ok(app.options.dependsOn.includes("command:remote:Command::host-role-proxy"));
+  assert.ok(app.secretInputs.includes("stdin"));
+  const bundle = String(app.inputs.stdin);
+  assert.match(bundle, /DATABASE_URL=postgresql:\/\/app:postgresapppassword0123456789abcdefABCDEF@host\.docker\.internal:5432\/app/);
+  assert.match(bundle, /REDIS_URL=redis:\/\/default:redisapppassword0123456789abcdefABCDEF@host\.docker\.internal:6379\/0/);
+  assert.match(bundle, /ghcr\.io\/acme\/shop/);
+  assert.match(bundle, /1\.8\.4/);
+  const withoutApp = await plan("prod", base);
+  assert.equal(withoutApp.byType("command:remote:Command").some((r) => r.name === "host-role-app"), false, "no app role until appImage is set");
 });

@@ -27,6 +27,8 @@ export function mockCloudOutputs(r: RecordedResource): Record<string, unknown> {
       return { certPem: `-----BEGIN CERTIFICATE----- ${r.name}` };
     case "cloudflare:index/originCaCertificate:OriginCaCertificate":
       return { certificate: "-----BEGIN CERTIFICATE----- origin" };
+    case "random:index/randomPassword:RandomPassword":
+      return { result: `${r.name.replace(/[^A-Za-z0-9]/g, "")}0123456789abcdefABCDEF` };
     case "cloudflare:index/accountToken:AccountToken":
       return { value: `token-value-of-${r.name}` };
     default:

@@ -112,6 +112,7 @@ const badInputs: Array<{ name: string; raw: Record<string, unknown>; key: string
   { name: "health path without slash", raw: { appHealthPath: "healthz" }, key: "leaninfra:appHealthPath", mentions: "is not a path" },
   { name: "postgres superuser as app user", raw: { postgresUser: "postgres" }, key: "leaninfra:postgresUser", mentions: "cannot be postgres" },
   { name: "keeping a single image", raw: { appKeepImages: 1 }, key: "leaninfra:appKeepImages", mentions: "at least 2" },
+  { name: "server type without a known memory size", raw: { serverType: "cx23" }, key: "leaninfra:serverMemoryGb", mentions: "does not list" },
   { name: "host name label too long", raw: { hostname: "a".repeat(64) }, key: "leaninfra:hostname", mentions: "is not a host name label" },
 ];
 
