@@ -15,6 +15,7 @@ import {
   postgresRole,
 } from "../../components/postgres";
 import { RunResult, withDebianRoot } from "../lib/debian-root";
+import { sections } from "../lib/sections";
 
 const show = (r: RunResult) => `exit ${r.code}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
 
@@ -34,22 +35,6 @@ function settings(over: Partial<PostgresSettings> = {}): PostgresSettings {
   return { memoryMb: 2048, vcpus: 2, maxConnections: 0, database: "shop", user: "shop_app", password: PASSWORD, port: freePort(), ...over };
 }
 
-/** Splits a script's output on its "== name" lines. */
-function sections(stdout: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  let name = "";
-  for (const line of stdout.split("\n")) {
-    const header = /^== (\S+)$/.exec(line);
-    if (header) {
-      name = header[1];
-      out[name] = "";
-    } else if (name) {
-      out[name] += `${line}\n`;
-    }
-  }
-  for (const key of Object.keys(out)) out[key] = out[key].trim();
-  return out;
-}
 
 /** Shell helpers every phase script starts with. */
 const prelude = (port: number) => `set -u

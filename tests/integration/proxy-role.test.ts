@@ -1,44 +1,27 @@
 import test from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as os from "node:os";
-import * as path from "node:path";
 import cloudflareIps from "../../infra/data/cloudflare-ips.json";
 import { ACCESS_LOG_FIELDS, ACME, NGINX_FILES, ProxySettings, proxyRole, renderMaintenancePage } from "../../components/proxy";
 import { renderRoleBundle } from "../../components/host/bundle";
 import { LAYOUT } from "../../components/host/layout";
 import { DebianRoot, RunResult, withDebianRoot } from "../lib/debian-root";
+import { TestPki } from "../lib/test-pki";
 
 const NAMES = ["example.com", "www.example.com", "static.example.com", "grafana.example.com"];
 const RELEASE = "2026.11.28-abc123";
 const show = (r: RunResult) => `exit ${r.code}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
 const lastLine = (r: RunResult) => r.stdout.trimEnd().split("\n").pop() ?? "";
 
-/** A throwaway PKI from the host's openssl: the site's CA and certificate, the zone's origin-pull CA and client, a rogue client. */
+/** The test PKI, and a way to put its files into a root at /root/tls. */
 function makeTestPki() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "leaninfra-pki-"));
-  const f = (name: string) => path.join(dir, name);
-  const openssl = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-  const ca = (name: string) => openssl("req", "-x509", ...ec, "-days", "2", "-subj", `/CN=LeanInfra test ${name}`, "-keyout", f(`${name}.key`), "-out", f(`${name}.pem`));
-  const leaf = (name: string, caName: string, subject: string, ext: string) => {
-    fs.writeFileSync(f(`${name}.ext`), ext);
-    openssl("req", ...ec, "-subj", subject, "-keyout", f(`${name}.key`), "-out", f(`${name}.csr`));
-    openssl("x509", "-req", "-in", f(`${name}.csr`), "-CA", f(`${caName}.pem`), "-CAkey", f(`${caName}.key`), "-CAcreateserial", "-days", "2", "-extfile", f(`${name}.ext`), "-out", f(`${name}.pem`));
-  };
-  ca("site-ca");
-  ca("origin-pull-ca");
-  ca("rogue-ca");
-  leaf("site", "site-ca", `/CN=${NAMES[0]}`, `subjectAltName=${NAMES.map((n) => `DNS:${n}`).join(",")}\nextendedKeyUsage=serverAuth\n`);
-  leaf("client", "origin-pull-ca", "/CN=origin-pull.test", "extendedKeyUsage=clientAuth\n");
-  leaf("rogue", "rogue-ca", "/CN=origin-pull.test", "extendedKeyUsage=clientAuth\n");
+  const pki = new TestPki(NAMES);
   return {
-    read: (name: string) => fs.readFileSync(f(name), "utf8"),
+    read: (name: string) => pki.read(name),
     copyInto: (root: DebianRoot) => {
-      for (const name of ["site-ca.pem", "site.pem", "site.key", "client.pem", "client.key", "rogue.pem", "rogue.key"]) root.copyIn(f(name), `/root/tls/${name}`);
+      for (const name of ["site-ca.pem", "site.pem", "site.key", "client.pem", "client.key", "rogue.pem", "rogue.key"]) root.copyIn(pki.path(name), `/root/tls/${name}`);
     },
-    dispose: () => fs.rmSync(dir, { recursive: true, force: true }),
+    dispose: () => pki.dispose(),
   };
 }
 

@@ -6,6 +6,7 @@ import { baseRole } from "../../components/base";
 import { renderRoleBundle } from "../../components/host/bundle";
 import { REDIS_PATHS, RedisSettings, redisMaxMemoryMb, redisRole } from "../../components/redis";
 import { RunResult, withDebianRoot } from "../lib/debian-root";
+import { sections } from "../lib/sections";
 
 const show = (r: RunResult) => `exit ${r.code}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
 
@@ -17,22 +18,6 @@ function settings(over: Partial<RedisSettings> = {}): RedisSettings {
   return { job: "sessions", memoryMb: 2048, maxMemoryMb: 0, password: PASSWORD, adminPassword: ADMIN_PASSWORD, ...over };
 }
 
-/** Splits a script's output on its "== name" lines. */
-function sections(stdout: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  let name = "";
-  for (const line of stdout.split("\n")) {
-    const header = /^== (\S+)$/.exec(line);
-    if (header) {
-      name = header[1];
-      out[name] = "";
-    } else if (name) {
-      out[name] += `${line}\n`;
-    }
-  }
-  for (const key of Object.keys(out)) out[key] = out[key].trim();
-  return out;
-}
 
 /**
  * Shell helpers: Redis started from the rendered config as systemd would (user redis, /run/redis),

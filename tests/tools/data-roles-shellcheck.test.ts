@@ -1,19 +1,11 @@
 import test from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { renderRoleBundle } from "../../components/host/bundle";
 import { postgresRole } from "../../components/postgres";
 import { RedisJob, redisRole } from "../../components/redis";
+import { assertShellcheckClean } from "../lib/shellcheck";
 
-function shellcheck(name: string, script: string): void {
-  const result = spawnSync("shellcheck", ["--shell=bash", "--format=gcc", "-"], { input: script, encoding: "utf8" });
-  if (result.error) {
-    const message = `shellcheck could not run (${result.error.message}); install it: apt-get install shellcheck`;
-    console.error(message);
-    assert.fail(message);
-  }
-  assert.equal(result.status, 0, `shellcheck found problems in the ${name} bundle:\n${result.stdout}${result.stderr}`);
-}
+const shellcheck = (name: string, script: string) => assertShellcheckClean(`the ${name} bundle`, script);
 
 test("shellcheck passes the postgres role's bundle", () => {
   const bundle = renderRoleBundle(

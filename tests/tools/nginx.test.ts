@@ -1,6 +1,6 @@
 import test from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -9,6 +9,7 @@ import { NGINX_FILES, ProxySettings, proxyRole, renderCertbotDeployHook, renderN
 import { renderRoleBundle } from "../../components/host/bundle";
 import { LAYOUT } from "../../components/host/layout";
 import { RunResult, withDebianRoot } from "../lib/debian-root";
+import { runShellcheck } from "../lib/shellcheck";
 
 const show = (r: RunResult) => `exit ${r.code}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
 
@@ -111,11 +112,10 @@ exit $code`);
   });
 });
 
-function shellcheck(name: string, script: string): { status: number | null; stdout: string } {
-  const result = spawnSync("shellcheck", ["--shell=bash", "--severity=style", "--format=gcc", "-"], { input: script, encoding: "utf8" });
-  if (result.error) assert.fail(`shellcheck could not run for ${name} (${result.error.message}); install it: apt-get install shellcheck`);
-  return { status: result.status, stdout: result.stdout + result.stderr };
-}
+const shellcheck = (_name: string, script: string) => {
+  const { status, output } = runShellcheck(script);
+  return { status, stdout: output };
+};
 
 test("shellcheck passes both proxy bundles and certbot's deploy hook, and catches a broken hook", () => {
   for (const [name, settings] of Object.entries(VARIANTS)) {

@@ -1,9 +1,9 @@
 import test from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { baseRole } from "../../components/base";
 import { renderRoleBundle } from "../../components/host/bundle";
 import { HostRole } from "../../components/host/role";
+import { assertShellcheckClean, runShellcheck } from "../lib/shellcheck";
 
 /** Every feature a bundle can have: packages, directories, files with handlers, validate, apply, health check. */
 const everyFeature: HostRole = {
@@ -28,15 +28,7 @@ fi`,
   healthCheck: "test -x /etc/every-feature/tool.sh",
 };
 
-function shellcheck(name: string, script: string): void {
-  const result = spawnSync("shellcheck", ["--shell=bash", "--format=gcc", "-"], { input: script, encoding: "utf8" });
-  if (result.error) {
-    const message = `shellcheck could not run (${result.error.message}); install it: apt-get install shellcheck`;
-    console.error(message);
-    assert.fail(message);
-  }
-  assert.equal(result.status, 0, `shellcheck found problems in the ${name} bundle:\n${result.stdout}${result.stderr}`);
-}
+const shellcheck = (name: string, script: string) => assertShellcheckClean(`the ${name} bundle`, script);
 
 test("shellcheck passes the base role's bundle", () => {
   shellcheck("base", renderRoleBundle(baseRole({ adminUser: "ops" })));
@@ -55,7 +47,7 @@ test("shellcheck passes a bundle with nothing but a package", () => {
 });
 
 test("shellcheck really reports problems (the check is not a no-op)", () => {
-  const result = spawnSync("shellcheck", ["--shell=bash", "-"], { input: "#!/bin/bash\nrm -rf $1/*\n", encoding: "utf8" });
+  const result = runShellcheck("#!/bin/bash\nrm -rf $1/*\n");
   assert.notEqual(result.status, 0);
-  assert.match(result.stdout, /SC2086/);
+  assert.match(result.output, /SC2086/);
 });

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import test from "node:test";
 import { validateConfig } from "../../infra/config";
 import { runWithMocks } from "../../infra/mock-run";
 import { buildStack } from "../../infra/stack";
 import { MINIMAL_CONFIG } from "../lib/mock-cloud";
+import { assertShellcheckClean } from "../lib/shellcheck";
 
 const variants: Record<string, Record<string, unknown>> = {
   "behind Cloudflare, every role": {
@@ -25,9 +25,7 @@ for (const [name, extra] of Object.entries(variants)) {
     const bundles = Object.entries(result.rendered).filter(([file]) => file.startsWith("bundles/"));
     assert.ok(bundles.length >= 5, `expected the stack's roles, got ${bundles.map(([f]) => f).join(", ")}`);
     for (const [file, text] of bundles) {
-      const check = spawnSync("shellcheck", ["--shell=bash", "--severity=style", "-"], { input: text, encoding: "utf8" });
-      assert.equal(check.error, undefined, "shellcheck is not installed (apt-get install shellcheck)");
-      assert.equal(check.status, 0, `${file}:\n${check.stdout}`);
+      assertShellcheckClean(file, text);
     }
   });
 }

@@ -19,6 +19,7 @@ import {
 } from "../../components/app";
 import { bundleDigest, renderRoleBundle } from "../../components/host/bundle";
 import { LAYOUT } from "../../components/host/layout";
+import { assertShellcheckClean } from "../lib/shellcheck";
 
 const DB_PASSWORD = "db-pw-91c3e7a0-never-print";
 const REGISTRY_PASSWORD = "reg-pw-2b7f0d55-never-print";
@@ -44,15 +45,7 @@ function settings(overrides: Partial<AppSettings> = {}): AppSettings {
   };
 }
 
-function shellcheck(name: string, script: string): void {
-  const result = spawnSync("shellcheck", ["--shell=bash", "--format=gcc", "-"], { input: script, encoding: "utf8" });
-  if (result.error) {
-    const message = `shellcheck could not run (${result.error.message}); install it: apt-get install shellcheck`;
-    console.error(message);
-    assert.fail(message);
-  }
-  assert.equal(result.status, 0, `shellcheck found problems in ${name}:\n${result.stdout}${result.stderr}`);
-}
+const shellcheck = assertShellcheckClean;
 
 const file = (role: ReturnType<typeof appRole>, p: string) => {
   const found = role.files.find((f) => f.path === p);
