@@ -210,7 +210,7 @@ export const configSchema = z
     backupRetentionDays: z
       .number()
       .int()
-      .min(14)
+      .min(21)
       .max(3650)
       .default(35)
       .describe("Days the bucket keeps physical backups and WAL before its lifecycle deletes them."),
@@ -235,6 +235,24 @@ export const configSchema = z
       .max(100000)
       .default(10)
       .describe("Expected size of everything in the backup bucket, in GB; used only for the monthly cost estimate."),
+    drillRowTolerancePercent: z
+      .number()
+      .int()
+      .min(0)
+      .max(100)
+      .default(5)
+      .describe("How far a table's row count in the restore drill may differ from production, in percent (small tables must match)."),
+    drillFreshnessQuery: z
+      .string()
+      .default("")
+      .describe("SQL returning the newest timestamp in the data, e.g. SELECT max(created_at) FROM orders; the drill checks the restored copy is recent."),
+    drillMaxDataAgeMinutes: z
+      .number()
+      .int()
+      .min(1)
+      .max(525600)
+      .default(1560)
+      .describe("How old the newest restored data may be, in minutes, before the drill fails (default 26 hours)."),
     authPaths: z
       .array(z.string().regex(/^\/[A-Za-z0-9._~\/-]*$/, { message: 'is not a path (accepted: starts with "/", e.g. /login)' }))
       .default(["/login", "/api/auth/"])
@@ -398,11 +416,13 @@ function crossFieldProblems(cfg: Partial<ParsedConfig>): CrossFieldProblem[] {
         "or set backupAllowSameAccount true to accept that risk)",
     });
   }
-  if (cfg.backupLockDays !== undefined && cfg.backupRetentionDays !== undefined && cfg.backupLockDays >= cfg.backupRetentionDays) {
+  if (cfg.backupLockDays !== undefined && cfg.backupRetentionDays !== undefined && cfg.backupLockDays + 14 > cfg.backupRetentionDays) {
     problems.push({
       path: ["backupLockDays"],
       input: cfg.backupLockDays,
-      message: `must be shorter than backupRetentionDays (${cfg.backupRetentionDays}): the lifecycle cannot delete what is still locked`,
+      message:
+        `must be at least 14 days shorter than backupRetentionDays (${cfg.backupRetentionDays}): pgBackRest keeps full backups ` +
+        "for the retention minus 14 days, and neither it nor the lifecycle can delete what is still locked",
     });
   }
   if (cfg.backupLockDays !== undefined && cfg.backupDumpRetentionDays !== undefined && cfg.backupLockDays >= cfg.backupDumpRetentionDays) {

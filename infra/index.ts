@@ -12,3 +12,4 @@ export const url = outputs.url;
 export const hostnames = outputs.hostnames;
 export const backupBucket = outputs.backupBucket;
 export const backupEndpoint = outputs.backupEndpoint;
+export const backupPassphrase = outputs.backupPassphrase;

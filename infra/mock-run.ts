@@ -127,7 +127,7 @@ export async function runWithMocks<T>(
         resources.push(record);
         raw.set(`${args.type}::${args.name}`, args.inputs);
         if (options.preview) return { id: undefined, state: args.inputs };
-        record.id = String(1000 + resources.length);
+        record.id = String(100000000 + resources.length);
         return { id: record.id, state: { ...args.inputs, ...(options.computed?.(record) ?? {}) } };
       },
       call(args) {

@@ -1,6 +1,8 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import { appRole, dockerRole } from "../components/app";
+import { BackupBucket, S3Settings } from "../components/backup-bucket";
+import { backupsRole } from "../components/backups";
 import { baseRole } from "../components/base";
 import { Edge } from "../components/edge";
 import { RoleBundle } from "../components/host";
@@ -47,6 +49,7 @@ export function roleFromOutputs<T>(
 export interface RoleInputs {
   cfg: StackConfig;
   edge: Edge;
+  backups: BackupBucket;
   cdnRanges: pulumi.Output<{ ipv4Cidrs: string[]; ipv6Cidrs: string[] }>;
 }
 
@@ -64,7 +67,12 @@ export interface ServiceUrls {
 }
 
 /** Every role of the stack, in the order the Host applies them, and the URLs the app gets. */
-export function stackRoles({ cfg, edge, cdnRanges }: RoleInputs): { roles: RenderedRole[]; urls: ServiceUrls } {
+export function stackRoles({ cfg, edge, backups, cdnRanges }: RoleInputs): {
+  roles: RenderedRole[];
+  urls: ServiceUrls;
+  /** Keep a copy off the VM: without it the encrypted backups cannot be read. */
+  backupPassphrase: pulumi.Output<string>;
+} {
   const plain = (name: string, role: HostRole): RenderedRole => {
     const bundle = renderRoleBundle(role);
     return { name, bundle, preview: bundle };
@@ -169,5 +177,32 @@ export function stackRoles({ cfg, edge, cdnRanges }: RoleInputs): { roles: Rende
       ),
     );
   }
-  return { roles, urls };
+  // Backups last: they need PostgreSQL, and the drill the app's serving release.
+  const passphrase = password("backup-cipher-passphrase");
+  const placeholderS3: S3Settings = {
+    endpoint: `https://${cfg.backupAccountId}.r2.cloudflarestorage.com`,
+    region: "auto",
+    bucket: cfg.bucketName,
+    accessKeyId: "bucket-token-id-set-on-pulumi-up",
+    secretAccessKey: "bucket-token-secret-set-on-pulumi-up",
+  };
+  roles.push(
+    roleFromOutputs<[S3Settings, string]>("backups", pulumi.all([backups.s3, passphrase]), [placeholderS3, PLACEHOLDER_SECRET], ([s3, cipherPassphrase]) =>
+      backupsRole({
+        s3,
+        cipherPassphrase,
+        retentionDays: cfg.backupRetentionDays,
+        lockDays: cfg.backupLockDays,
+        database: cfg.postgresDatabase,
+        vcpus: cfg.vcpus,
+        hostName: cfg.hostname,
+        drill: {
+          rowTolerancePercent: cfg.drillRowTolerancePercent,
+          maxDataAgeMinutes: cfg.drillMaxDataAgeMinutes,
+          ...(cfg.drillFreshnessQuery ? { freshnessQuery: cfg.drillFreshnessQuery } : {}),
+        },
+      }),
+    ),
+  );
+  return { roles, urls, backupPassphrase: passphrase };
 }

@@ -38,6 +38,8 @@ export interface StackOutputs {
   hostnames: string[];
   backupBucket: pulumi.Output<string>;
   backupEndpoint: pulumi.Output<string>;
+  /** Secret: `pulumi stack output --show-secrets backupPassphrase`, kept off the VM (password manager). */
+  backupPassphrase: pulumi.Output<string>;
 }
 
 export interface BuiltStack {
@@ -136,7 +138,7 @@ export function buildStack(cfg: StackConfig, options: BuildOptions = {}): BuiltS
     { providers: { cloudflare: backupProvider(options) } },
   );
 
-  const { roles } = stackRoles({ cfg, edge, cdnRanges });
+  const { roles, backupPassphrase } = stackRoles({ cfg, edge, backups, cdnRanges });
   host.applyRoles(roles);
 
   const rendered: Record<string, string> = { "cloud-init/user-data.yaml": host.userData };
@@ -153,6 +155,7 @@ export function buildStack(cfg: StackConfig, options: BuildOptions = {}): BuiltS
       hostnames: edge.hostnames,
       backupBucket: backups.bucketName,
       backupEndpoint: backups.endpoint,
+      backupPassphrase,
     },
     host,
     edge,

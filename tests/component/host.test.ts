@@ -38,7 +38,7 @@ test("the Host registers the server, its IPs, firewall, volume, rDNS and its rol
   assert.equal(count("hcloud:index/volumeAttachment:VolumeAttachment"), 1);
   assert.equal(count("hcloud:index/sshKey:SshKey"), 1);
   assert.equal(count("hcloud:index/rdns:Rdns"), 2);
-  assert.deepEqual(byType("command:remote:Command").map((r) => r.name).sort(), ["host-role-base", "host-role-docker", "host-role-postgres", "host-role-proxy"]);
+  assert.deepEqual(byType("command:remote:Command").map((r) => r.name).sort(), ["host-role-backups", "host-role-base", "host-role-docker", "host-role-postgres", "host-role-proxy"]);
   for (const r of resources.filter((r) => r.type.startsWith("hcloud:") || r.type.startsWith("command:"))) {
     assert.equal(r.parent, "leaninfra:host:Host::host", `${r.type} ${r.name} is a child of the Host`);
   }
@@ -202,6 +202,7 @@ test("PostgreSQL gets a generated password through a secret bundle; Redis only w
     "host-role-postgres": ["command:remote:Command::host-role-docker"],
     "host-role-redis": ["command:remote:Command::host-role-postgres"],
     "host-role-proxy": ["command:remote:Command::host-role-redis"],
+    "host-role-backups": ["command:remote:Command::host-role-proxy"],
   });
   const redis = withRedis.byType("command:remote:Command").find((r) => r.name === "host-role-redis")!;
   assert.match(String(redis.inputs.stdin), /maxmemory-policy allkeys-lru/);
@@ -218,7 +219,15 @@ test("the app role comes last, with DATABASE_URL and REDIS_URL built from the ge
     appMigrationCommand: ["./manage", "migrate"],
   });
   const commands = byType("command:remote:Command");
-  assert.deepEqual(commands.map((r) => r.name), ["host-role-base", "host-role-docker", "host-role-postgres", "host-role-redis", "host-role-proxy", "host-role-app"]);
+  assert.deepEqual(commands.map((r) => r.name), [
+    "host-role-base",
+    "host-role-docker",
+    "host-role-postgres",
+    "host-role-redis",
+    "host-role-proxy",
+    "host-role-app",
+    "host-role-backups",
+  ]);
   const app = commands.find((r) => r.name === "host-role-app")!;
   assert.ok(app.options.dependsOn.includes("command:remote:Command::host-role-proxy"));
   assert.ok(app.secretInputs.includes("stdin"));
@@ -229,4 +238,19 @@ test("the app role comes last, with DATABASE_URL and REDIS_URL built from the ge
   assert.match(bundle, /1\.8\.4/);
   const withoutApp = await plan("prod", base);
   assert.equal(withoutApp.byType("command:remote:Command").some((r) => r.name === "host-role-app"), false, "no app role until appImage is set");
+});
+
+test("the backups role gets the bucket's S3 credentials and a generated passphrase, and ships the drill and restore commands", async () => {
+  const { byType, resources, result } = await plan("prod", base);
+  const backups = byType("command:remote:Command").find((r) => r.name === "host-role-backups")!;
+  assert.ok(backups.secretInputs.includes("stdin"));
+  const bundle = String(backups.inputs.stdin);
+  const token = resources.find((r) => r.type === "cloudflare:index/accountToken:AccountToken")!;
+  assert.ok(bundle.includes(`repo1-s3-key=${token.id}`), "the bucket token's id is the S3 access key");
+  assert.match(bundle, /repo1-s3-endpoint=fedcba9876543210fedcba9876543210\.r2\.cloudflarestorage\.com/);
+  assert.match(bundle, /repo1-cipher-pass=backupcipherpassphrase0123456789abcdefABCDEF/);
+  for (const command of ["/usr/local/sbin/leaninfra-backup", "/usr/local/sbin/leaninfra-drill", "/usr/local/sbin/leaninfra-restore"]) {
+    assert.ok(bundle.includes(command), command);
+  }
+  assert.equal(await pulumi.isSecret(result.outputs.backupPassphrase), true, "the passphrase is a secret stack output");
 });

@@ -1,0 +1,397 @@
+import { BACKUPS } from "./layout";
+import { BACKUPS_PATHS, BackupsSettings, parseS3Endpoint, resolveBackupsSettings } from "./pgbackrest";
+
+/** One single-quoted shell word. */
+export function shq(value: string): string {
+  return `'${value.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * The node_exporter metrics `leaninfra-backup` writes. Backup jobs share BACKUPS.metrics.backup with a
+ * `type` label (full, diff, check, verify); the dump has its own file and names, labelled `database`.
+ * Each file is rewritten atomically (temp file + rename); a job replaces only its own samples.
+ */
+export const BACKUP_METRICS = Object.freeze({
+  /** 1 when the job's last run succeeded, 0 when it failed. */
+  success: "leaninfra_backup_success",
+  lastRun: "leaninfra_backup_last_run_timestamp_seconds",
+  /** Unix time of the last successful run; 0 = never. Alert on its age (e.g. full older than 8 days). */
+  lastSuccess: "leaninfra_backup_last_success_timestamp_seconds",
+  duration: "leaninfra_backup_duration_seconds",
+  /** full/diff: what the last successful backup of that type added to the bucket (compressed, encrypted). */
+  repoSize: "leaninfra_backup_repo_size_bytes",
+  /** full/diff: the size of the database that backup covers. */
+  databaseSize: "leaninfra_backup_database_size_bytes",
+  dumpSuccess: "leaninfra_dump_success",
+  dumpLastRun: "leaninfra_dump_last_run_timestamp_seconds",
+  dumpLastSuccess: "leaninfra_dump_last_success_timestamp_seconds",
+  dumpDuration: "leaninfra_dump_duration_seconds",
+  /** Bytes of the last dump in the bucket (encrypted). */
+  dumpSize: "leaninfra_dump_size_bytes",
+});
+
+/** How long each job may run before leaninfra-backup stops it and reports a failure. */
+export const JOB_TIME_LIMITS = Object.freeze({ full: "12h", diff: "6h", check: "30m", verify: "12h", dump: "12h" });
+
+/** How long a job waits for another one to finish (jobs run one at a time). */
+export const LOCK_WAIT_SECONDS = 6 * 3600;
+
+/** The object key of a dump taken at `stamp` (YYYYMMDDTHHMMSSZ): dated, so the bucket lock never sees an overwrite. */
+export function dumpObjectKey(prefix: string, database: string, stamp: string): string {
+  return `${prefix}${database}-${stamp}.pgdump.enc`;
+}
+
+/** openssl enc options of the dumps; decrypt with `openssl enc -d` and the same options. */
+export const DUMP_CIPHER_OPTIONS = "-aes-256-cbc -pbkdf2 -iter 200000 -md sha256";
+
+/**
+ * `leaninfra-backup full|diff|check|verify|dump` (BACKUPS.bin.backup): one job, its node_exporter metrics
+ * written atomically, one line in BACKUPS.logs.backup, and exit 1 with the reason when it fails.
+ */
+export function backupScript(settings: BackupsSettings): string {
+  const s = resolveBackupsSettings(settings);
+  const endpoint = parseS3Endpoint(s.s3.endpoint);
+  const script = String.raw`#!/usr/bin/env bash
+# leaninfra-backup: LeanInfra's backup jobs. systemd runs them (leaninfra-backup@<job>.timer); so can you.
+# Managed by LeanInfra (role "backups"): change components/backups/ in the repository, not this file.
+#
+#   leaninfra-backup full     full pgBackRest backup to the bucket (weekly)
+#   leaninfra-backup diff     differential backup: what changed since the last full one (daily)
+#   leaninfra-backup check    WAL archiving and the repository work: pushes a WAL segment and waits for it
+#   leaninfra-backup verify   reads back every backup and WAL file in the bucket and checks its checksum
+#   leaninfra-backup dump     pg_dump of the app database, encrypted, streamed to the bucket (monthly)
+#
+# Each run writes node_exporter metrics (@BACKUP_METRICS@ or @DUMP_METRICS@), one line to
+# @LOG_FILE@, and exits 1 with the reason when it fails. Jobs run one at a time.
+# A dump is read back with:
+#   s3cmd -c @S3CMD_CONF@ get s3://@BUCKET@/<key> - | openssl enc -d @CIPHER@ -pass env:PASS | pg_restore ...
+# where PASS holds PGBACKREST_REPO1_CIPHER_PASS from @SECRETS_FILE@.
+set -Eeuo pipefail
+shopt -s inherit_errexit
+export LC_ALL=C
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+umask 022
+
+readonly stanza=@STANZA@
+readonly pgbackrest_conf=@PGBACKREST_CONF@
+readonly secrets_file=@SECRETS_FILE@
+readonly s3cmd_conf=@S3CMD_CONF@
+readonly ca_file=@CA_FILE@
+readonly endpoint_url=@ENDPOINT_URL@
+readonly bucket=@BUCKET@
+readonly repo_path=@REPO_PATH@
+readonly dumps_prefix=@DUMPS_PREFIX@
+readonly database=@DATABASE@
+readonly pg_port=@PG_PORT@
+readonly backup_metrics=@BACKUP_METRICS@
+readonly dump_metrics=@DUMP_METRICS@
+readonly log_file=@LOG_FILE@
+readonly lock_file=@LOCK_FILE@
+readonly lock_wait_seconds=@LOCK_WAIT@
+
+usage() {
+  cat <<'USAGE'
+usage: leaninfra-backup full|diff|check|verify|dump
+  full     full pgBackRest backup to the bucket
+  diff     differential backup: what changed since the last full one
+  check    WAL archiving and the repository work
+  verify   every backup and WAL file in the bucket reads back with its checksum
+  dump     pg_dump of the app database, encrypted, streamed to the bucket
+USAGE
+}
+
+job=${"$"}{1:-}
+case $job in
+  full | diff | check | verify | dump) ;;
+  -h | --help)
+    usage
+    exit 0
+    ;;
+  *)
+    usage >&2
+    exit 2
+    ;;
+esac
+if (($# != 1)); then
+  echo "usage: leaninfra-backup full|diff|check|verify|dump (one job)" >&2
+  exit 2
+fi
+if [[ $EUID -ne 0 ]]; then
+  echo "leaninfra-backup: run it as root: sudo leaninfra-backup $job" >&2
+  exit 2
+fi
+
+declare -A time_limit=(@TIME_LIMITS@)
+declare -A help=(
+  [success]='1 when the last run of the job succeeded, 0 when it failed.'
+  [last_run_timestamp_seconds]='Unix time the last run of the job ended.'
+  [last_success_timestamp_seconds]='Unix time the last successful run of the job ended; 0 = never.'
+  [duration_seconds]='Seconds the last run of the job took.'
+  [repo_size_bytes]='Bytes the last successful backup of this type added to the bucket (compressed, encrypted).'
+  [database_size_bytes]='Bytes of the database the last successful backup of this type covers.'
+  [size_bytes]='Bytes of the last successful dump in the bucket (compressed, encrypted).'
+)
+families=(success last_run_timestamp_seconds last_success_timestamp_seconds duration_seconds repo_size_bytes database_size_bytes size_bytes)
+
+if [[ $job == dump ]]; then
+  metrics=$dump_metrics prefix=leaninfra_dump labels="{database=\"$database\"}"
+else
+  metrics=$backup_metrics prefix=leaninfra_backup labels="{type=\"$job\"}"
+fi
+
+work=$(mktemp -d)
+uploader=''
+cleanup() {
+  if [[ -n $uploader ]]; then kill "$uploader" 2>/dev/null || true; fi
+  rm -rf -- "$work"
+}
+trap cleanup EXIT
+started=$(date +%s)
+
+# Only printable text: a wrong passphrase makes pgBackRest quote binary garbage.
+printable() { tr -cd '\11\12\40-\176'; }
+one_line() { printable | tr '\t\n' '  ' | sed 's/  */ /g; s/^ //; s/ $//' | cut -c1-600; }
+
+# The value of one of this job's samples in the current file, or nothing.
+previous() {
+  if [[ -f $metrics ]]; then awk -v k="${"$"}{prefix}_$1$labels" '$1 == k { print $2 }' "$metrics"; fi
+}
+
+# write_metrics family=value...: rewrites the file atomically (a temp file beside it, then rename; node_exporter
+# reads only *.prom). Other jobs' samples stay as they were; a family with no value is left out.
+write_metrics() {
+  local -A value=()
+  local pair family name others tmp
+  for pair in "$@"; do value[${"$"}{pair%%=*}]=${"$"}{pair#*=}; done
+  mkdir -p -- "${"$"}{metrics%/*}"
+  tmp=$(mktemp -- "$metrics.XXXXXX")
+  {
+    for family in "${"$"}{families[@]}"; do
+      name=${"$"}{prefix}_$family
+      others=''
+      if [[ -f $metrics ]]; then
+        others=$(awk -v n="$name{" -v k="$name$labels" 'index($1, n) == 1 && $1 != k' "$metrics")
+      fi
+      if [[ -z ${"$"}{value[$family]:-} && -z $others ]]; then continue; fi
+      printf '# HELP %s %s\n# TYPE %s gauge\n' "$name" "${"$"}{help[$family]}" "$name"
+      if [[ -n $others ]]; then printf '%s\n' "$others"; fi
+      if [[ -n ${"$"}{value[$family]:-} ]]; then printf '%s%s %s\n' "$name" "$labels" "${"$"}{value[$family]}"; fi
+    done
+  } >"$tmp"
+  chmod 0644 -- "$tmp"
+  mv -f -- "$tmp" "$metrics"
+}
+
+log_line() {
+  if [[ ! -f $log_file ]]; then
+    mkdir -p -- "${"$"}{log_file%/*}"
+    install -m 0640 -g adm /dev/null "$log_file" 2>/dev/null || install -m 0640 /dev/null "$log_file"
+  fi
+  printf '%s %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$job" "$*" >>"$log_file"
+}
+
+# succeed SUMMARY [family=value...]
+succeed() {
+  local summary=$1 now
+  shift
+  now=$(date +%s)
+  write_metrics success=1 last_run_timestamp_seconds="$now" last_success_timestamp_seconds="$now" \
+    duration_seconds=$((now - started)) "$@"
+  log_line "ok $((now - started))s $summary"
+  echo "leaninfra-backup $job: ok in $((now - started)) s: $summary"
+}
+
+# fail MESSAGE: the failure metric (the last success and sizes stay as they were), a log line, exit 1.
+fail() {
+  trap - ERR
+  local message now last
+  message=$(printf '%s' "$*" | one_line)
+  now=$(date +%s)
+  last=$(previous last_success_timestamp_seconds)
+  write_metrics success=0 last_run_timestamp_seconds="$now" last_success_timestamp_seconds="${"$"}{last:-0}" \
+    duration_seconds=$((now - started)) repo_size_bytes="$(previous repo_size_bytes)" \
+    database_size_bytes="$(previous database_size_bytes)" size_bytes="$(previous size_bytes)"
+  log_line "FAILED $((now - started))s: $message"
+  echo "leaninfra-backup $job: FAILED after $((now - started)) s: $message" >&2
+  exit 1
+}
+# Inside $(...) an error only ends the subshell: the command that used it reports, once.
+trap 'status=$?; if ((BASH_SUBSHELL > 0)); then exit "$status"; fi; fail "unexpected error at line $LINENO: $BASH_COMMAND exited with status $status"' ERR
+
+# A fast, plain answer when the bucket is unreachable (pgBackRest itself retries for many minutes).
+# Any HTTP answer will do; TLS is verified as pgBackRest and s3cmd verify it.
+probe_bucket() {
+  local tls=() error
+  if [[ -n $ca_file ]]; then tls=(--cacert "$ca_file"); fi
+  if ! error=$(curl --silent --show-error --output /dev/null --max-time 20 "${"$"}{tls[@]}" "$endpoint_url/" 2>&1); then
+    fail "the bucket's endpoint $endpoint_url does not answer ($error): check the server's network and R2's status; nothing was backed up"
+  fi
+}
+
+# Why pgBackRest failed, in one line a person can act on.
+explain_pgbackrest() {
+  local command=$1 status=$2 out=$work/pgbackrest.out error
+  error=$(grep -a -m1 -o 'ERROR: \[[0-9]*\]: .*' "$out" | one_line || true)
+  error=${"$"}{error:-pgbackrest exited with status $status}
+  if grep -aq 'unable to load info file' "$out" && grep -aqE 'FormatError|CryptoError|cipher' "$out"; then
+    echo "the repository s3://$bucket$repo_path does not decrypt with this passphrase: repo1-cipher-pass in $pgbackrest_conf is not the passphrase the repository was created with ($error)"
+  elif grep -aqE 'HostConnectError|unable to connect|HostNotFound|TLS|certificate' "$out"; then
+    echo "pgBackRest cannot reach the bucket at $endpoint_url ($error)"
+  elif grep -aqE 'AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|\[403\]' "$out"; then
+    echo "the bucket refused the S3 credentials in $pgbackrest_conf; pulumi up writes the current ones ($error)"
+  elif grep -aq 'unable to acquire lock' "$out"; then
+    echo "another pgBackRest process holds the stanza's lock, e.g. a backup started by hand ($error)"
+  else
+    echo "pgbackrest $command failed: $error"
+  fi
+}
+
+# run_pgbackrest COMMAND [OPTIONS...]: pgBackRest as postgres, within the job's time limit. Output in
+# $work/pgbackrest.out; on failure it is shown and the job fails with the reason.
+run_pgbackrest() {
+  local command=$1 status=0
+  (cd / && timeout --kill-after=2m "${"$"}{time_limit[$job]}" runuser -u postgres -- \
+    pgbackrest --config="$pgbackrest_conf" --stanza="$stanza" "$@") >"$work/pgbackrest.out" 2>&1 || status=$?
+  if ((status == 0)); then return 0; fi
+  printable <"$work/pgbackrest.out" >&2
+  if ((status == 124 || status == 137)); then
+    fail "pgbackrest $command did not finish within ${"$"}{time_limit[$job]} and was stopped"
+  fi
+  fail "$(explain_pgbackrest "$command" "$status")"
+}
+
+backup() {
+  probe_bucket
+  run_pgbackrest backup --type="$job"
+  local info row label type repo_size db_size
+  info=$(cd / && runuser -u postgres -- pgbackrest --config="$pgbackrest_conf" --stanza="$stanza" --output=json info | printable)
+  row=$(jq -r '.[0].backup[-1] | [.label, .type, .info.repository.delta, .info.size] | @tsv' <<<"$info")
+  IFS=$'\t' read -r label type repo_size db_size <<<"$row"
+  # A diff with no full backup to build on becomes a full one (pgBackRest says so).
+  succeed "backup $label ($type), $repo_size bytes added to s3://$bucket$repo_path, database $db_size bytes" \
+    repo_size_bytes="$repo_size" database_size_bytes="$db_size"
+}
+
+check() {
+  probe_bucket
+  run_pgbackrest check
+  succeed "WAL archiving to s3://$bucket$repo_path works"
+}
+
+# pgBackRest verify exits 0 even when it finds damaged files, and without --verbose says nothing when all
+# is well: its full report must say "status: ok".
+verify() {
+  probe_bucket
+  run_pgbackrest verify --output=text --verbose
+  if ! grep -qx 'status: ok' "$work/pgbackrest.out"; then
+    local problems
+    problems=$(grep -aE 'status: (error|invalid)|(missing|checksum invalid|size invalid|other): [1-9]|No stanzas' "$work/pgbackrest.out" |
+      sed 's/^ *//' | paste -sd ';' | one_line || true)
+    printable <"$work/pgbackrest.out" >&2
+    fail "pgBackRest verify found damaged or missing files in s3://$bucket$repo_path: ${"$"}{problems:-its report has no 'status: ok'} (details: /var/log/pgbackrest/$stanza-verify.log)"
+  fi
+  succeed "every backup and WAL file in s3://$bucket$repo_path reads back with its checksum"
+}
+
+# pg_dump -Fc | openssl | s3cmd put -, through a FIFO this script holds open: s3cmd sees the end of its
+# input (and completes the upload) only after pg_dump and openssl succeeded. On failure it is killed
+# with the upload unfinished, so no truncated dump is ever stored (the bucket lock would keep it).
+dump() {
+  probe_bucket
+  if [[ ! -r $s3cmd_conf ]]; then fail "$s3cmd_conf is missing: apply the backups role (pulumi up)"; fi
+  local passphrase stamp key url size
+  passphrase=$(sed -n 's/^PGBACKREST_REPO1_CIPHER_PASS=//p' "$secrets_file" 2>/dev/null || true)
+  if [[ -z $passphrase ]]; then fail "$secrets_file has no PGBACKREST_REPO1_CIPHER_PASS: apply the backups role (pulumi up)"; fi
+  stamp=$(date -u +%Y%m%dT%H%M%SZ)
+  key=$(printf '%s%s-%s.pgdump.enc' "$dumps_prefix" "$database" "$stamp")
+  url="s3://$bucket/$key"
+  mkfifo -m 0600 "$work/upload"
+  s3cmd --config="$s3cmd_conf" --no-progress put - "$url" <"$work/upload" >"$work/s3cmd.out" 2>&1 &
+  uploader=$!
+  exec 7>"$work/upload"
+  dump_database | encrypt_stream >&7
+  if [[ $(<"$work/pg_dump.status") != 0 || $(<"$work/openssl.status") != 0 ]]; then
+    kill "$uploader" 2>/dev/null || true
+    wait "$uploader" 2>/dev/null || true
+    uploader=''
+    exec 7>&-
+    printable <"$work/pg_dump.err" >&2
+    if [[ $(<"$work/pg_dump.status") == 124 ]]; then fail "pg_dump of $database did not finish within ${"$"}{time_limit[dump]}; nothing was stored"; fi
+    fail "pg_dump of $database failed ($(tail -n 3 "$work/pg_dump.err" "$work/openssl.err" | one_line)); nothing was stored: the unfinished upload was abandoned and the bucket's lifecycle removes its parts within a day"
+  fi
+  exec 7>&-
+  local status=0
+  wait "$uploader" || status=$?
+  uploader=''
+  if ((status != 0)); then
+    printable <"$work/s3cmd.out" >&2
+    fail "uploading the dump to $url failed (s3cmd exit $status: $(tail -n 3 "$work/s3cmd.out" | one_line))"
+  fi
+  size=$(s3cmd --config="$s3cmd_conf" ls "$url" 2>"$work/ls.err" | awk -v u="$url" '$NF == u { print $3 }' || true)
+  if [[ ! $size =~ ^[0-9]+$ ]]; then
+    fail "the dump is not in the bucket after its upload: s3cmd ls $url found nothing ($(one_line <"$work/ls.err"))"
+  fi
+  succeed "$url ($size bytes: pg_dump -Fc, encrypted)" size_bytes="$size"
+}
+
+dump_database() {
+  local status=0
+  (cd / && timeout --kill-after=2m "${"$"}{time_limit[dump]}" runuser -u postgres -- \
+    pg_dump --port="$pg_port" --format=custom --compress=zstd --dbname="$database") 2>"$work/pg_dump.err" || status=$?
+  echo "$status" >"$work/pg_dump.status"
+}
+
+encrypt_stream() {
+  local status=0
+  LEANINFRA_DUMP_PASS=$passphrase openssl enc @CIPHER@ -salt -pass env:LEANINFRA_DUMP_PASS 2>"$work/openssl.err" || status=$?
+  echo "$status" >"$work/openssl.status"
+}
+
+mkdir -p -- "${"$"}{lock_file%/*}"
+exec 8>>"$lock_file"
+if ! flock -w "$lock_wait_seconds" 8; then
+  fail "another leaninfra-backup job held $lock_file for $((lock_wait_seconds / 3600)) hours"
+fi
+started=$(date +%s)
+
+case $job in
+  full | diff) backup ;;
+  check) check ;;
+  verify) verify ;;
+  dump) dump ;;
+esac
+`;
+  const values: Record<string, string> = {
+    STANZA: shq(BACKUPS.stanza),
+    PGBACKREST_CONF: shq(BACKUPS.pgbackrestConf),
+    SECRETS_FILE: shq(BACKUPS.secretsFile),
+    S3CMD_CONF: shq(BACKUPS_PATHS.s3cmdConfig),
+    CA_FILE: shq(s.storageCaPem ? BACKUPS_PATHS.storageCaFile : ""),
+    ENDPOINT_URL: shq(endpoint.url),
+    BUCKET: shq(s.s3.bucket),
+    REPO_PATH: shq(BACKUPS.repoPath),
+    DUMPS_PREFIX: shq(BACKUPS.dumpsPrefix),
+    DATABASE: shq(s.database),
+    PG_PORT: String(s.port),
+    BACKUP_METRICS: shq(BACKUPS.metrics.backup),
+    DUMP_METRICS: shq(BACKUPS.metrics.dump),
+    LOG_FILE: shq(BACKUPS.logs.backup),
+    LOCK_FILE: shq(BACKUPS_PATHS.lockFile),
+    LOCK_WAIT: String(LOCK_WAIT_SECONDS),
+    TIME_LIMITS: Object.entries(JOB_TIME_LIMITS)
+      .map(([job, limit]) => `[${job}]=${limit}`)
+      .join(" "),
+    CIPHER: DUMP_CIPHER_OPTIONS,
+  };
+  // Comment lines show the plain values; code lines get shell words.
+  return script
+    .split("\n")
+    .map((line) =>
+      line.replace(/@([A-Z0-9_]+)@/g, (_, name: string) => {
+        const value = values[name];
+        if (value === undefined) throw new Error(`backupScript: no value for @${name}@`);
+        return line.startsWith("#") && value.startsWith("'") ? value.slice(1, -1) : value;
+      }),
+    )
+    .join("\n");
+}

@@ -1,0 +1,35 @@
+import { BACKUP_LAYOUT } from "../backup-bucket/policy";
+import { LAYOUT } from "../host/layout";
+
+/**
+ * Where the backups role, its timers, the restore drill and the emergency restore meet on the VM.
+ * The bucket side (repo path, stanza, prefixes) comes from the BackupBucket's BACKUP_LAYOUT.
+ */
+export const BACKUPS = Object.freeze({
+  stanza: BACKUP_LAYOUT.stanza,
+  repoPath: BACKUP_LAYOUT.repoPath,
+  dumpsPrefix: BACKUP_LAYOUT.dumpsPrefix,
+  pgbackrestConf: "/etc/pgbackrest/pgbackrest.conf",
+  /** Root-only: the S3 key, secret and the repository passphrase, as `KEY=value` lines. */
+  secretsFile: `${LAYOUT.secrets}/backups.env`,
+  /** The drill's scratch cluster lives on the data volume, never inside production's data directory. */
+  scratchDir: `${LAYOUT.data}/leaninfra-drill`,
+  scratchPort: 5499,
+  /** The app's container started against the scratch database during a drill. */
+  drillAppPort: 8099,
+  bin: {
+    backup: "/usr/local/sbin/leaninfra-backup",
+    drill: "/usr/local/sbin/leaninfra-drill",
+    restore: "/usr/local/sbin/leaninfra-restore",
+  },
+  logs: {
+    backup: `${LAYOUT.logs}/backup.log`,
+    drill: `${LAYOUT.logs}/drill.log`,
+  },
+  /** node_exporter textfile metrics, one file per job, written atomically. */
+  metrics: {
+    backup: `${LAYOUT.textfileDir}/leaninfra_backup.prom`,
+    dump: `${LAYOUT.textfileDir}/leaninfra_dump.prom`,
+    drill: `${LAYOUT.textfileDir}/leaninfra_drill.prom`,
+  },
+});

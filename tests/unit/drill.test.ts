@@ -1,0 +1,204 @@
+import test from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import {
+  DrillSettings,
+  drillMetrics,
+  drillScript,
+  drillSettingsProblems,
+  restoreScript,
+  restoreSettingsProblems,
+} from "../../components/backups/drill";
+import { BACKUPS } from "../../components/backups/layout";
+import { POSTGRES_PATHS } from "../../components/postgres/config";
+import { assertShellcheckClean } from "../lib/shellcheck";
+
+const base: DrillSettings = { database: "app" };
+
+test("drill and restore scripts render deterministically from the shared layout", () => {
+  const drill = drillScript(base);
+  assert.equal(drillScript({ ...base }), drill);
+  assert.equal(restoreScript({ hostName: "shop", database: "app" }), restoreScript({ hostName: "shop", database: "app" }));
+  assert.match(drill, /^#!\/usr\/bin\/env bash\n# leaninfra-drill: /);
+  assert.match(drill, /^set -euo pipefail$/m);
+  for (const line of [
+    `readonly scratch_dir='${BACKUPS.scratchDir}'`,
+    `readonly scratch_port=${BACKUPS.scratchPort}`,
+    `readonly app_port=${BACKUPS.drillAppPort}`,
+    `readonly production_data_dir='${POSTGRES_PATHS.dataDirectory}'`,
+    "readonly production_port=5432",
+    `readonly pg_bin='${POSTGRES_PATHS.bin}'`,
+    `readonly metrics_file='${BACKUPS.metrics.drill}'`,
+    `readonly drill_log='${BACKUPS.logs.drill}'`,
+    `readonly stanza='${BACKUPS.stanza}'`,
+    "readonly row_tolerance_percent=5",
+  ]) {
+    assert.ok(drill.split("\n").includes(line), `missing: ${line}`);
+  }
+  // The restore goes into the scratch directory with archiving off, and the server starts with it off too.
+  assert.match(drill, /--pg1-path="\$scratch_dir" --archive-mode=off --tablespace-map-all="\$scratch_tablespaces"/);
+  assert.match(drill, /-c port=\$scratch_port -c archive_mode=off/);
+  assert.match(drill, /default_transaction_read_only=on/, "production is only read, in read-only transactions");
+  assert.doesNotMatch(drill, /pg_ctlcluster|systemctl (stop|start|restart)/, "the drill never stops or starts production");
+});
+
+test("both scripts pass shellcheck, also with every optional setting", () => {
+  assertShellcheckClean("leaninfra-drill (defaults)", drillScript(base));
+  assertShellcheckClean(
+    "leaninfra-drill (all settings)",
+    drillScript({
+      ...base,
+      productionPort: 5433,
+      freshnessQuery: "SELECT max(created_at) FROM orders WHERE status <> 'draft';",
+      appEnv: ["MAIL_DELIVERY=off", "NOTE=it's a drill"],
+      rowTolerancePercent: 2,
+      exactBelowRows: 10,
+      maxDataAgeMinutes: 90,
+      appHealthTimeoutSeconds: 30,
+    }),
+  );
+  assertShellcheckClean("leaninfra-restore", restoreScript({ hostName: "shop", database: "app" }));
+});
+
+test("settings that would let the drill reach production are refused when rendering", () => {
+  const problems = (s: Partial<DrillSettings>) => drillSettingsProblems({ ...base, ...s }).join("\n");
+  assert.match(problems({ scratchPort: 5432 }), /scratchPort: 5432 is production's PostgreSQL port/);
+  assert.match(problems({ productionPort: BACKUPS.scratchPort }), /scratchPort: 5499 is production's PostgreSQL port/);
+  assert.match(problems({ scratchDir: POSTGRES_PATHS.dataDirectory }), /scratchDir: .* overlaps production's data directory/);
+  assert.match(problems({ scratchDir: "/srv/data" }), /overlaps production's data directory/);
+  assert.match(problems({ scratchDir: `${POSTGRES_PATHS.dataDirectory}/drill` }), /overlaps production's data directory/);
+  assert.match(problems({ scratchDir: "/drill" }), /too close to \//);
+  assert.match(problems({ scratchDir: "/srv/data/drill dir" }), /scratchDir: .* must be an absolute path/);
+  assert.match(problems({ freshnessQuery: "DELETE FROM orders" }), /freshnessQuery: must be one SELECT/);
+  assert.match(problems({ freshnessQuery: "SELECT 1; DROP TABLE orders" }), /freshnessQuery: must be a single statement/);
+  assert.match(problems({ appEnv: ["DATABASE_URL=postgres://x"] }), /appEnv\[0\]: DATABASE_URL is set by the drill itself/);
+  assert.match(problems({ appEnv: ["NOPE"] }), /appEnv\[0\]: must be KEY=value/);
+  assert.match(problems({ rowTolerancePercent: 150 }), /rowTolerancePercent/);
+  assert.match(problems({ database: "App-DB" }), /database: "App-DB" is not a PostgreSQL identifier/);
+  assert.deepEqual(drillSettingsProblems(base), []);
+  assert.throws(() => drillScript({ ...base, scratchPort: 5432 }), /Drill settings have 1 problem\(s\):\n {2}- scratchPort/);
+  assert.match(restoreSettingsProblems({ hostName: "Shop_1", database: "app" }).join("\n"), /hostName: "Shop_1" is not a host name label/);
+  assert.match(restoreSettingsProblems({ hostName: "shop", database: "app", dataDir: "/data" }).join("\n"), /dataDir/);
+});
+
+test("drillMetrics renders node_exporter gauges and leaves out what was not measured", () => {
+  const ok = drillMetrics({ success: true, endedAt: 1764320000, lastSuccessAt: 1764320000, durationSeconds: 73.25, restoreSeconds: 40.5, dataAgeSeconds: 61, appChecked: false, tablesChecked: 4 });
+  assert.equal(
+    ok,
+    `# HELP leaninfra_drill_success 1 when the last restore drill passed, 0 when it failed.
+# TYPE leaninfra_drill_success gauge
+leaninfra_drill_success 1
+# HELP leaninfra_drill_timestamp_seconds When the last restore drill ended (Unix time).
+# TYPE leaninfra_drill_timestamp_seconds gauge
+leaninfra_drill_timestamp_seconds 1764320000
+# HELP leaninfra_drill_last_success_timestamp_seconds When a restore drill last passed (Unix time, 0 = never).
+# TYPE leaninfra_drill_last_success_timestamp_seconds gauge
+leaninfra_drill_last_success_timestamp_seconds 1764320000
+# HELP leaninfra_drill_duration_seconds How long the last drill took from restore to a healthy app (RTO).
+# TYPE leaninfra_drill_duration_seconds gauge
+leaninfra_drill_duration_seconds 73.25
+# HELP leaninfra_drill_restore_seconds How long restoring and replaying WAL took in the last drill.
+# TYPE leaninfra_drill_restore_seconds gauge
+leaninfra_drill_restore_seconds 40.5
+# HELP leaninfra_drill_data_age_seconds How old the newest restored data was when the last drill restored it (RPO).
+# TYPE leaninfra_drill_data_age_seconds gauge
+leaninfra_drill_data_age_seconds 61
+# HELP leaninfra_drill_app_checked 1 when the last drill started the app against the restored database, 0 when there was no app to start.
+# TYPE leaninfra_drill_app_checked gauge
+leaninfra_drill_app_checked 0
+# HELP leaninfra_drill_tables_checked Tables of the app's database the last drill compared with production.
+# TYPE leaninfra_drill_tables_checked gauge
+leaninfra_drill_tables_checked 4
+`,
+  );
+  const failed = drillMetrics({ success: false, endedAt: 5, lastSuccessAt: 0, durationSeconds: 1 });
+  assert.match(failed, /^leaninfra_drill_success 0$/m);
+  assert.doesNotMatch(failed, /data_age|app_checked|tables_checked|restore_seconds/);
+});
+
+/** Runs a rendered script with bash (as root, like the timer) in a temp directory; metrics and log go there too. */
+function runScript(script: string, args: string[], input = ""): { code: number | null; stdout: string; stderr: string } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "leaninfra-drill-unit-"));
+  try {
+    const file = path.join(dir, "script.sh");
+    fs.writeFileSync(file, script, { mode: 0o700 });
+    const r = spawnSync("bash", [file, ...args], { input, encoding: "utf8", timeout: 30_000 });
+    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Replaces one `readonly name=value` line of a rendered script, as a hand edit or a wrong layout would. */
+function withLine(script: string, name: string, value: string): string {
+  const pattern = new RegExp(`^readonly ${name}=.*$`, "m");
+  assert.match(script, pattern);
+  return script.replace(pattern, `readonly ${name}=${value}`);
+}
+
+test("the drill refuses, when RUN, a scratch directory or port that is production's, records the failure and touches nothing", () => {
+  assert.equal(process.getuid?.(), 0, "these checks run the script as root, as its timer does; run the tests as root");
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "leaninfra-drill-guard-"));
+  try {
+    const production = path.join(dir, "postgresql", "17", "main");
+    fs.mkdirSync(production, { recursive: true });
+    fs.writeFileSync(path.join(production, "PG_VERSION"), "17\n");
+    const metrics = path.join(dir, "textfile", "leaninfra_drill.prom");
+    const log = path.join(dir, "log", "drill.log");
+    const script = drillScript({ database: "app", productionDataDir: production, scratchDir: path.join(dir, "scratch"), metricsFile: metrics, logFile: log });
+
+    const cases: [string, string, RegExp][] = [
+      ["scratch dir = production's", withLine(script, "scratch_dir", `'${production}'`), /REFUSED: the scratch directory .* is production's data directory/],
+      ["scratch dir = production's, spelled differently", withLine(script, "scratch_dir", `'${dir}/postgresql/17/../17/main/'`), /REFUSED: the scratch directory .* is production's data directory/],
+      ["scratch dir inside production's", withLine(script, "scratch_dir", `'${production}/drill'`), /REFUSED: the scratch directory .* lies inside production's data directory/],
+      ["production inside the scratch dir", withLine(script, "scratch_dir", `'${dir}/postgresql'`), /REFUSED: production's data directory .* lies inside the scratch directory/],
+      ["scratch port = production's", withLine(script, "scratch_port", "5432"), /REFUSED: the scratch port 5432 is production's PostgreSQL port/],
+    ];
+    for (const [what, edited, message] of cases) {
+      fs.rmSync(metrics, { force: true });
+      const r = runScript(edited, []);
+      assert.equal(r.code, 2, `${what}: exit ${r.code}\n${r.stdout}\n${r.stderr}`);
+      assert.match(r.stderr, message, what);
+      assert.match(r.stderr, /drill FAILED during step guard: refused: /, what);
+      // Production's directory is exactly as it was, and nothing was created next to it.
+      assert.deepEqual(fs.readdirSync(production), ["PG_VERSION"], what);
+      assert.deepEqual(fs.readdirSync(dir).sort(), ["log", "postgresql", "textfile"], what);
+      const prom = fs.readFileSync(metrics, "utf8");
+      assert.match(prom, /^leaninfra_drill_success 0$/m, what);
+      assert.match(prom, /^leaninfra_drill_last_success_timestamp_seconds 0$/m, what);
+      assert.doesNotMatch(prom, /data_age/, what);
+      // The bash writer and drillMetrics agree on names, help texts and order.
+      const shape = (text: string) => text.split("\n").filter((l) => l.startsWith("#"));
+      assert.deepEqual(shape(prom), shape(drillMetrics({ success: false, endedAt: 0, lastSuccessAt: 0, durationSeconds: 0 })), what);
+    }
+    const lines = fs.readFileSync(log, "utf8").trim().split("\n");
+    assert.equal(lines.length, cases.length);
+    assert.match(lines[0], /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ result=failed target=latest backup=- duration=[\d.]+s restore=-s data_age=-s tables=- app="not reached" step=guard reason="refused: the scratch directory .* is production's data directory .*"$/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("the drill and the restore reject wrong usage before doing anything", () => {
+  const drill = drillScript(base);
+  const restore = restoreScript({ hostName: "shop", database: "app" });
+  let r = runScript(drill, ["--target-time", "yesterday"]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /--target-time 'yesterday' is not 'YYYY-MM-DD HH:MM:SS\+00'/);
+  r = runScript(drill, ["--target-time", "2025-11-28 09:00:00"]);
+  assert.equal(r.code, 2, "a time without its UTC offset is ambiguous");
+  r = runScript(drill, ["--now"]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /^usage: leaninfra-drill \[--target-time/m);
+  for (const args of [[], ["--latest", "--to", "2025-11-28 09:00:00+00"], ["--yes"], ["--to"]]) {
+    r = runScript(restore, args);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, /^usage: leaninfra-restore --to 'YYYY-MM-DD HH:MM:SS\+00' \[--yes\]$/m);
+  }
+  r = runScript(restore, ["--to", "2025-13-45 99:00:00+00"]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /--to '2025-13-45 99:00:00\+00' is not 'YYYY-MM-DD HH:MM:SS\+00'/);
+});
