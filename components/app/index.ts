@@ -1,5 +1,5 @@
 import { LAYOUT } from "../host/layout";
-import { HostRole } from "../host/role";
+import { HostRole, systemctlHandler } from "../host/role";
 import {
   APP_PATHS,
   deployScript,
@@ -14,11 +14,7 @@ export { APP_PATHS, STOP_TIMEOUT_SECONDS, deployScript, renderDaemonJson, render
 export { AppSettings, RESERVED_ENV, appSettingsProblems, assertValidAppSettings, registryHost } from "./settings";
 
 // live-restore keeps the app's containers running while dockerd restarts for a new daemon.json.
-const restartDocker = `if [ -d /run/systemd/system ]; then
-  systemctl restart docker
-else
-  echo "systemd is not running here: skipped systemctl restart docker"
-fi`;
+const restartDocker = systemctlHandler("restart docker");
 
 const validate = `bash -n ${APP_PATHS.deployScript}
 bash -n ${APP_PATHS.deployConf}`;

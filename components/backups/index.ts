@@ -1,5 +1,5 @@
 import { LAYOUT } from "../host/layout";
-import { HostRole, RoleFile } from "../host/role";
+import { HostRole, RoleFile, systemctlHandler } from "../host/role";
 import { POSTGRES_PATHS as P } from "../postgres/config";
 import { backupScript, shq } from "./backup-script";
 import { DrillSettings, drillScript, restoreScript } from "./drill";
@@ -24,11 +24,7 @@ export * from "./units";
 export { BACKUP_METRICS, DUMP_CIPHER_OPTIONS, JOB_TIME_LIMITS, LOCK_WAIT_SECONDS, backupScript, dumpObjectKey } from "./backup-script";
 export { BACKUPS } from "./layout";
 
-const daemonReload = `if [ -d /run/systemd/system ]; then
-  systemctl daemon-reload
-else
-  echo "systemd is not running here: skipped systemctl daemon-reload"
-fi`;
+const daemonReload = systemctlHandler("daemon-reload");
 
 /** The tools that read the new files check them: PostgreSQL, pgBackRest (offline) and systemd. */
 function validateScript(): string {

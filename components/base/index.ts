@@ -1,5 +1,5 @@
 import { MOUNT_DATA_SCRIPT } from "../host/cloud-init";
-import { HostRole, RoleDirectory } from "../host/role";
+import { HostRole, RoleDirectory, systemctlHandler } from "../host/role";
 
 export interface BaseSettings {
   /** The admin user cloud-init creates; named in the README a person sees after SSHing in. */
@@ -30,11 +30,7 @@ ARGS="--web.listen-address=127.0.0.1:9100"
 `;
 
 // A restart needs systemd; the test roots run without it, and say so instead of failing.
-const restartNodeExporter = `if [ -d /run/systemd/system ]; then
-  systemctl restart prometheus-node-exporter
-else
-  echo "systemd is not running here: skipped systemctl restart prometheus-node-exporter"
-fi`;
+const restartNodeExporter = systemctlHandler("restart prometheus-node-exporter");
 
 function readme(adminUser: string): string {
   return `LeanInfra: how this server is laid out

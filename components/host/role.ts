@@ -57,3 +57,15 @@ export interface HostRole {
   /** Exits 0 when the role's service is healthy; run last, on every run; its output is shown only on failure. */
   healthCheck?: string;
 }
+
+/**
+ * A handler that runs `systemctl <action>` on the VM and, where systemd is not PID 1 (the test roots),
+ * says it skipped it instead of failing.
+ */
+export function systemctlHandler(action: string): string {
+  return `if [ -d /run/systemd/system ]; then
+  systemctl ${action}
+else
+  echo "systemd is not running here: skipped systemctl ${action}"
+fi`;
+}

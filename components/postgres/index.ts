@@ -1,5 +1,5 @@
 import { LAYOUT } from "../host/layout";
-import { HostRole } from "../host/role";
+import { HostRole, systemctlHandler } from "../host/role";
 import {
   POSTGRES_DEFAULT_PORT,
   POSTGRES_PATHS as P,
@@ -72,11 +72,7 @@ else
   echo "systemd is not running here and cluster 17/main is stopped: skipped the ${action} (apply starts it)"
 fi`;
 
-const daemonReload = `if [ -d /run/systemd/system ]; then
-  systemctl daemon-reload
-else
-  echo "systemd is not running here: skipped systemctl daemon-reload"
-fi`;
+const daemonReload = systemctlHandler("daemon-reload");
 
 function validateScript(): string {
   return `cd /
