@@ -238,9 +238,18 @@ if ${SYSTEMD}; then
   if ! systemctl is-active --quiet nginx; then
     echo "nginx is not running (systemctl status nginx; journalctl -u nginx)" >&2
     bad=1
-  elif ! curl -fsS --max-time 5 -o /dev/null ${NGINX_STATUS.url}; then
-    echo "nginx does not answer on ${NGINX_STATUS.url}" >&2
-    bad=1
+  else
+    # A reload is a signal: nginx opens new listeners a moment after systemctl returns.
+    answered=0
+    for _ in $(seq 20); do
+      if curl -fsS --max-time 5 -o /dev/null ${NGINX_STATUS.url} 2>/dev/null; then answered=1; break; fi
+      sleep 0.5
+    done
+    if ((!answered)); then
+      curl -fsS --max-time 5 -o /dev/null ${NGINX_STATUS.url} >&2 || true
+      echo "nginx does not answer on ${NGINX_STATUS.url} (tried for 10 s)" >&2
+      bad=1
+    fi
   fi
 fi
 exit "$bad"`;
