@@ -17,6 +17,7 @@ import { renderRoleBundle } from "../components/host/bundle";
 import { POSTGRES_PATHS, postgresRole } from "../components/postgres";
 import { RunResult, withDebianRoot } from "../tests/lib/debian-root";
 import { S3Server, freePort } from "../tests/lib/s3-server";
+import { startScratchCluster } from "../tests/lib/scratch-cluster";
 import { sections } from "../tests/lib/sections";
 
 const DB = "bench";
@@ -83,19 +84,7 @@ want=$(${psql(DB)} -c "select count(*) from pgbench_history")
 t=$(ms)
 runuser -u postgres -- pgbackrest --stanza=${BACKUPS.stanza} --pg1-path=${SCRATCH} --type=immediate --target-action=promote --log-level-console=warn restore
 echo "download-ms=$(( $(ms) - t ))"
-cat >${SCRATCH}/postgresql.conf <<'CONF'
-port = ${SCRATCH_PORT}
-listen_addresses = ''
-unix_socket_directories = '/var/run/postgresql'
-hba_file = '${SCRATCH}/pg_hba.conf'
-ident_file = '${SCRATCH}/pg_ident.conf'
-archive_mode = off
-shared_buffers = 256MB
-CONF
-echo 'local all postgres peer' >${SCRATCH}/pg_hba.conf
-: >${SCRATCH}/pg_ident.conf
-chown postgres:postgres ${SCRATCH}/postgresql.conf ${SCRATCH}/pg_hba.conf ${SCRATCH}/pg_ident.conf
-runuser -u postgres -- $bin/pg_ctl -D ${SCRATCH} -l /tmp/scratch.log -w -t 3600 start >/dev/null
+${startScratchCluster({ dir: SCRATCH, port: SCRATCH_PORT, sharedBuffers: "256MB", startTimeoutSeconds: 3600 })}
 until [ "$(${psql(DB, SCRATCH_PORT)} -c 'select pg_is_in_recovery()' 2>/dev/null)" = f ]; do sleep 0.05; done
 echo "ms=$(( $(ms) - t ))"
 runuser -u postgres -- $bin/pg_ctl -D ${SCRATCH} -m fast -w stop >/dev/null
@@ -106,19 +95,7 @@ sec pitr
 mkdir -p ${SCRATCH} && chown postgres:postgres ${SCRATCH} && chmod 700 ${SCRATCH}
 t=$(ms)
 runuser -u postgres -- pgbackrest --stanza=${BACKUPS.stanza} --pg1-path=${SCRATCH} --log-level-console=warn restore
-cat >${SCRATCH}/postgresql.conf <<'CONF'
-port = ${SCRATCH_PORT}
-listen_addresses = ''
-unix_socket_directories = '/var/run/postgresql'
-hba_file = '${SCRATCH}/pg_hba.conf'
-ident_file = '${SCRATCH}/pg_ident.conf'
-archive_mode = off
-shared_buffers = 256MB
-CONF
-echo 'local all postgres peer' >${SCRATCH}/pg_hba.conf
-: >${SCRATCH}/pg_ident.conf
-chown postgres:postgres ${SCRATCH}/postgresql.conf ${SCRATCH}/pg_hba.conf ${SCRATCH}/pg_ident.conf
-runuser -u postgres -- $bin/pg_ctl -D ${SCRATCH} -l /tmp/scratch.log -w -t 3600 start >/dev/null
+${startScratchCluster({ dir: SCRATCH, port: SCRATCH_PORT, sharedBuffers: "256MB", startTimeoutSeconds: 3600 })}
 until [ "$(${psql(DB, SCRATCH_PORT)} -c 'select pg_is_in_recovery()' 2>/dev/null)" = f ]; do sleep 0.05; done
 echo "ms=$(( $(ms) - t ))"
 echo "history=$(${psql(DB, SCRATCH_PORT)} -c "select count(*) from pgbench_history")"

@@ -8,6 +8,7 @@ import { POSTGRES_PATHS, postgresRole } from "../../components/postgres";
 import { RunResult, withDebianRoot } from "../lib/debian-root";
 import { parsePromText } from "../lib/prom-text";
 import { S3Server, freePort } from "../lib/s3-server";
+import { startScratchCluster } from "../lib/scratch-cluster";
 import { sections } from "../lib/sections";
 
 const show = (r: RunResult) => `exit ${r.code}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
@@ -118,19 +119,7 @@ sec restore
 mkdir -p ${SCRATCH} && chown postgres:postgres ${SCRATCH} && chmod 700 ${SCRATCH}
 started=$(date +%s%3N)
 backrest --pg1-path=${SCRATCH} --type=time "--target=$target" --target-action=promote --log-level-console=warn restore; echo "restore-exit=$?"
-cat >${SCRATCH}/postgresql.conf <<'CONF'
-port = ${SCRATCH_PORT}
-listen_addresses = ''
-unix_socket_directories = '/var/run/postgresql'
-hba_file = '${SCRATCH}/pg_hba.conf'
-ident_file = '${SCRATCH}/pg_ident.conf'
-archive_mode = off
-shared_buffers = 32MB
-CONF
-echo 'local all postgres peer' >${SCRATCH}/pg_hba.conf
-: >${SCRATCH}/pg_ident.conf
-chown postgres:postgres ${SCRATCH}/postgresql.conf ${SCRATCH}/pg_hba.conf ${SCRATCH}/pg_ident.conf
-runuser -u postgres -- ${POSTGRES_PATHS.bin}/pg_ctl -D ${SCRATCH} -l /tmp/scratch.log -w -t 120 start >/dev/null; echo "start-exit=$?"
+${startScratchCluster({ dir: SCRATCH, port: SCRATCH_PORT, sharedBuffers: "32MB", startTimeoutSeconds: 120 })}; echo "start-exit=$?"
 for _ in $(seq 600); do
   [ "$(runuser -u postgres -- psql -X -A -t -p ${SCRATCH_PORT} -d ${DB} -c 'select pg_is_in_recovery()' 2>/dev/null)" = f ] && break
   sleep 0.2
