@@ -88,6 +88,7 @@ readonly dump_metrics=@DUMP_METRICS@
 readonly log_file=@LOG_FILE@
 readonly lock_file=@LOCK_FILE@
 readonly lock_wait_seconds=@LOCK_WAIT@
+readonly bucket_lock_days=@BUCKET_LOCK_DAYS@
 
 usage() {
   cat <<'USAGE'
@@ -235,7 +236,9 @@ explain_pgbackrest() {
   error=${"$"}{error:-pgbackrest exited with status $status}
   if grep -aq 'unable to load info file' "$out" && grep -aqE 'FormatError|CryptoError|cipher' "$out"; then
     echo "the repository s3://$bucket$repo_path does not decrypt with this passphrase: repo1-cipher-pass in $pgbackrest_conf is not the passphrase the repository was created with ($error)"
-  elif grep -aqE 'HostConnectError|unable to connect|HostNotFound|TLS|certificate' "$out"; then
+  elif grep -aqE 'unable to find primary cluster|no database found|DbConnectError' "$out"; then
+    echo "pgBackRest cannot connect to PostgreSQL on port $pg_port: is it running? (pg_lsclusters; journalctl -u postgresql@17-main) ($error)"
+  elif grep -aqE 'HostConnectError|HostNotFound|unable to connect to .[^=]*:[0-9]+|TLS|certificate' "$out"; then
     echo "pgBackRest cannot reach the bucket at $endpoint_url ($error)"
   elif grep -aqE 'AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|\[403\]' "$out"; then
     echo "the bucket refused the S3 credentials in $pgbackrest_conf; pulumi up writes the current ones ($error)"
@@ -260,8 +263,30 @@ run_pgbackrest() {
   fail "$(explain_pgbackrest "$command" "$status")"
 }
 
+# pgBackRest deletes a backup that stopped half-way before it starts the next one. Under the bucket lock
+# the bucket refuses that delete until the stopped backup's newest file is older than the lock, so until
+# then every backup fails: say so, with the date, instead of pgBackRest's retried 403.
+refuse_if_locked_partial() {
+  if ((bucket_lock_days == 0)); then return 0; fi
+  local ls=(runuser -u postgres -- pgbackrest --config="$pgbackrest_conf" --output=json repo-ls)
+  # (No local may be called labels, metrics or prefix: fail() reads those of the job.)
+  local dirs latest files newest unlock good
+  dirs=$(cd / && "${"$"}{ls[@]}" "backup/$stanza" 2>/dev/null | printable) || return 0
+  latest=$(jq -r 'to_entries | map(select(.value.type == "path" and (.key | test("^[0-9]{8}-[0-9]{6}F(_[0-9]{8}-[0-9]{6}[DI])?$"))) | .key) | sort | last // empty' <<<"$dirs") || return 0
+  if [[ -z $latest ]]; then return 0; fi
+  files=$(cd / && "${"$"}{ls[@]}" --recurse "backup/$stanza/$latest" 2>/dev/null | printable) || return 0
+  if jq -e 'has("backup.manifest")' <<<"$files" >/dev/null; then return 0; fi
+  newest=$(jq '[.[] | select(.type == "file") | .time] | max // 0' <<<"$files") || return 0
+  unlock=$((newest + bucket_lock_days * 86400))
+  if ((unlock <= $(date +%s))); then return 0; fi
+  good=$(cd / && runuser -u postgres -- pgbackrest --config="$pgbackrest_conf" --stanza="$stanza" --output=json info 2>/dev/null |
+    printable | jq -r '.[0].backup[-1].label // "none"' || echo unknown)
+  fail "backup $latest stopped half-way at $(date -u -d "@$newest" '+%Y-%m-%d %H:%M UTC'); pgBackRest must delete its files before any new backup, and the ${"$"}{bucket_lock_days}-day bucket lock keeps them until $(date -u -d "@$unlock" '+%Y-%m-%d %H:%M UTC'), when backups resume by themselves. WAL archiving goes on, so every point since backup $good stays restorable (the drill proves it). To back up sooner: lower leaninfra:backupLockDays and pulumi up (README: 'A backup that stopped half-way')"
+}
+
 backup() {
   probe_bucket
+  refuse_if_locked_partial
   run_pgbackrest backup --type="$job"
   local info row label type repo_size db_size
   info=$(cd / && runuser -u postgres -- pgbackrest --config="$pgbackrest_conf" --stanza="$stanza" --output=json info | printable)
@@ -378,6 +403,7 @@ esac
     LOG_FILE: shq(BACKUPS.logs.backup),
     LOCK_FILE: shq(BACKUPS_PATHS.lockFile),
     LOCK_WAIT: String(LOCK_WAIT_SECONDS),
+    BUCKET_LOCK_DAYS: String(s.lockDays ?? 0),
     TIME_LIMITS: Object.entries(JOB_TIME_LIMITS)
       .map(([job, limit]) => `[${job}]=${limit}`)
       .join(" "),
