@@ -33,6 +33,11 @@ export interface BootOptions {
    * namespace, the keyring system calls runc needs allowed, ip_forward on (restored at shutdown).
    */
   docker?: boolean;
+  /**
+   * Files written into the fresh overlay before it boots (e.g. a cloud-init seed, a unit): content, or a
+   * symlink target (e.g. to enable a unit). Parent directories are created.
+   */
+  files?: { path: string; content?: string; mode?: number; symlinkTo?: string }[];
   /** How long to wait for the lock (another booted root) and for systemd to finish booting. */
   lockTimeoutMs?: number;
   bootTimeoutMs?: number;
@@ -179,9 +184,15 @@ export class BootedRoot {
     const before = hostState();
     try {
       overlay = DebianRoot.create();
+      for (const file of options.files ?? []) {
+        const target = overlay.hostPath(file.path);
+        fs.mkdirSync(path.dirname(target), { recursive: true });
+        if (file.symlinkTo !== undefined) fs.symlinkSync(file.symlinkTo, target);
+        else fs.writeFileSync(target, file.content ?? "", { mode: file.mode ?? 0o644 });
+      }
       scratchDir = fs.mkdtempSync(path.join(os.tmpdir(), "leaninfra-boot-"));
       const machine = path.basename(overlay.path);
-      const args = ["--boot", "--capability=all", "--register=no", "--keep-unit", "--console=passive", `--machine=${machine}`, "-D", overlay.path];
+      const args = ["--boot", "--capability=all", "--register=no", "--keep-unit", "--console=read-only", `--machine=${machine}`, "-D", overlay.path];
       if (options.aptCache ?? true) {
         fs.mkdirSync(path.join(APT_ARCHIVES, "partial"), { recursive: true });
         args.push(`--bind=${APT_ARCHIVES}:/var/cache/apt/archives`);
