@@ -84,6 +84,9 @@ systemctl restart systemd-journald
 sshd -t
 systemctl reload ssh
 systemctl enable --now unattended-upgrades.service
+# Time sync: Debian 13 ships systemd-timesyncd as its own package (installed above by cloud-init).
+systemctl enable systemd-timesyncd.service
+systemctl restart systemd-timesyncd.service
 # The volume is attached by a separate API call that may land after first boot; the base role retries.
 ${MOUNT_DATA_SCRIPT} 180 || echo "leaninfra-bootstrap: data volume not mounted yet" >&2
 mkdir -p "$(dirname ${BOOTSTRAP_MARKER})"
@@ -122,6 +125,11 @@ export function bootFiles(settings: CloudInitSettings): BootFile[] {
       ].join("\n"),
     },
     {
+      path: "/etc/systemd/timesyncd.conf.d/10-leaninfra.conf",
+      permissions: "0644",
+      content: ["# LeanInfra: Hetzner's time servers first, Debian's pool as the fallback.", "[Time]", `NTP=${HETZNER_NTP.join(" ")}`, "FallbackNTP=0.debian.pool.ntp.org 1.debian.pool.ntp.org", ""].join("\n"),
+    },
+    {
       path: "/etc/apt/apt.conf.d/20auto-upgrades",
       permissions: "0644",
       content: ['APT::Periodic::Update-Package-Lists "1";', 'APT::Periodic::Unattended-Upgrade "1";', 'APT::Periodic::AutocleanInterval "7";', ""].join("\n"),
@@ -158,8 +166,9 @@ export function renderCloudInit(settings: CloudInitSettings): string {
     ssh_deletekeys: true,
     package_update: true,
     package_upgrade: true,
-    packages: ["unattended-upgrades", "apt-listchanges", "e2fsprogs"],
-    ntp: { enabled: true, ntp_client: "systemd-timesyncd", servers: HETZNER_NTP },
+    // Time sync is systemd-timesyncd, configured by a drop-in and started by the bootstrap script:
+    // cloud-init's ntp module expects it preinstalled, and Debian 13 images need not have it.
+    packages: ["unattended-upgrades", "apt-listchanges", "e2fsprogs", "systemd-timesyncd"],
     swap:
       settings.swapSizeMb > 0
         ? { filename: "/swapfile", size: settings.swapSizeMb * 1024 * 1024, maxsize: settings.swapSizeMb * 1024 * 1024 }

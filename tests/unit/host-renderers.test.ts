@@ -18,7 +18,11 @@ test("cloud-init: admin user with the key, no root, no passwords, UTC, time sync
   assert.equal(doc.disable_root, true);
   assert.equal(doc.ssh_pwauth, false);
   assert.equal(doc.timezone, "UTC");
-  assert.equal(doc.ntp.enabled, true);
+  assert.equal(doc.ntp, undefined, "time sync is timesyncd's drop-in, not cloud-init's ntp module");
+  assert.ok(doc.packages.includes("systemd-timesyncd"));
+  const timesyncd = doc.write_files.find((f: { path: string }) => f.path === "/etc/systemd/timesyncd.conf.d/10-leaninfra.conf");
+  assert.match(timesyncd.content, /^NTP=ntp1\.hetzner\.de ntp2\.hetzner\.com ntp3\.hetzner\.net$/m);
+  assert.match(bootFiles(settings).find((f) => f.path.endsWith("leaninfra-bootstrap"))!.content, /^systemctl enable systemd-timesyncd\.service$/m);
   assert.equal(doc.swap.filename, "/swapfile");
   assert.equal(doc.swap.size, 2048 * 1024 * 1024);
   assert.ok(doc.packages.includes("unattended-upgrades"));
