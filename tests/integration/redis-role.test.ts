@@ -6,6 +6,7 @@ import { baseRole } from "../../components/base";
 import { renderRoleBundle } from "../../components/host/bundle";
 import { REDIS_PATHS, RedisSettings, redisMaxMemoryMb, redisRole } from "../../components/redis";
 import { RunResult, withDebianRoot } from "../lib/debian-root";
+import { REDIS_PORT_LOCK, withLock } from "../lib/host-lock";
 import { sections } from "../lib/sections";
 
 const show = (r: RunResult) => `exit ${r.code}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
@@ -64,7 +65,8 @@ const noSecret = (r: RunResult) =>
 
 test("the redis role runs one job with a password, and its eviction and persistence are the job's", { timeout: 20 * 60_000 }, async () => {
   const sessions = settings();
-  await withDebianRoot((root) => {
+  // Redis listens on 6379 in the host's network namespace, as in any other root that runs one.
+  await withLock(REDIS_PORT_LOCK, 20 * 60_000, () => withDebianRoot((root) => {
     fs.writeFileSync(root.hostPath("/root/base.sh"), renderRoleBundle(baseRole({ adminUser: "ops" })));
     fs.writeFileSync(root.hostPath("/root/redis.sh"), renderRoleBundle(redisRole(sessions)));
     fs.writeFileSync(root.hostPath("/root/redis-cache.sh"), renderRoleBundle(redisRole(settings({ job: "cache", maxMemoryMb: 4 }))));
@@ -209,5 +211,5 @@ grep -c evict-sometimes /etc/redis/redis.conf || true
     assert.match(j.broken, /^\[redis\] FAILED during validate: validation failed/m);
     assert.match(j.broken, /exit=1$/);
     assert.equal(j["broken-after"], "0");
-  });
+  }));
 });

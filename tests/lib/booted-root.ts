@@ -3,6 +3,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { DebianRoot, RunResult } from "./debian-root";
+import { holdLock } from "./host-lock";
 
 /**
  * A Debian 13 root booted with systemd as PID 1 (`systemd-nspawn --boot --capability=all`), on a fresh
@@ -86,32 +87,12 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** Holds the machine-wide lock through a `flock` child: released when it ends, also if this process dies. */
-async function acquireLock(timeoutMs: number): Promise<ChildProcess> {
-  fs.mkdirSync(path.dirname(BOOTED_ROOT_LOCK), { recursive: true });
-  const holder = spawn("flock", ["-w", String(Math.ceil(timeoutMs / 1000)), BOOTED_ROOT_LOCK, "-c", "echo locked; exec cat >/dev/null"], {
-    stdio: ["pipe", "pipe", "inherit"],
-  });
-  const started = Date.now();
-  let announced = false;
-  const waiting = setInterval(() => {
-    if (!announced) console.log(`BootedRoot: waiting for ${BOOTED_ROOT_LOCK} (another booted root is running)`);
-    announced = true;
-  }, 5000);
+async function acquireLock(timeoutMs: number): Promise<{ release(): void }> {
   try {
-    await new Promise<void>((resolve, reject) => {
-      holder.stdout!.on("data", (chunk: Buffer) => {
-        if (chunk.toString().includes("locked")) resolve();
-      });
-      holder.on("exit", (code) => reject(new Error(`flock ${BOOTED_ROOT_LOCK} gave up after ${Date.now() - started} ms (exit ${code})`)));
-      holder.on("error", reject);
-    });
+    return await holdLock(BOOTED_ROOT_LOCK, timeoutMs);
   } catch (error) {
     fail((error as Error).message);
-  } finally {
-    clearInterval(waiting);
   }
-  return holder;
 }
 
 function linkNames(): Set<string> {
@@ -146,7 +127,7 @@ export class BootedRoot {
   readonly pid: number;
   private readonly nspawn: ChildProcess;
   private readonly overlay: DebianRoot;
-  private readonly lock: ChildProcess;
+  private readonly lock: { release(): void };
   private readonly scratchDir: string;
   private readonly options: BootOptions;
   private readonly before: HostState;
@@ -156,7 +137,7 @@ export class BootedRoot {
   private constructor(init: {
     nspawn: ChildProcess;
     overlay: DebianRoot;
-    lock: ChildProcess;
+    lock: { release(): void };
     scratchDir: string;
     options: BootOptions;
     before: HostState;
@@ -228,7 +209,7 @@ export class BootedRoot {
       BootedRoot.restoreHost(before);
       overlay?.dispose();
       if (scratchDir) fs.rmSync(scratchDir, { recursive: true, force: true });
-      lock.stdin?.end();
+      lock.release();
       throw error;
     }
   }
@@ -390,7 +371,7 @@ export class BootedRoot {
     BootedRoot.restoreHost(this.before);
     this.overlay.dispose();
     fs.rmSync(this.scratchDir, { recursive: true, force: true });
-    this.lock.stdin?.end();
+    this.lock.release();
   }
 
   /** For the exit hook: no waiting, just kill and clean up. */

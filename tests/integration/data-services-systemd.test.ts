@@ -1,0 +1,89 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import test from "node:test";
+import { baseRole } from "../../components/base";
+import { POSTGRES_PATHS, postgresRole } from "../../components/postgres";
+import { REDIS_PATHS, redisRole } from "../../components/redis";
+import { RunResult } from "../lib/debian-root";
+import { BootedRoot, withBootedRoot } from "../lib/booted-root";
+import { REDIS_PORT_LOCK, withLock } from "../lib/host-lock";
+import { freePort } from "../lib/s3-server";
+import { applyRole } from "../fixtures/test-app/scenario";
+
+const show = (r: RunResult) => `exit ${r.code}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
+
+function must(root: BootedRoot, command: string): string {
+  const r = root.run(command);
+  assert.equal(r.code, 0, `${command}\n${show(r)}`);
+  return r.stdout.trim();
+}
+
+/**
+ * What the other data-service tests cannot show in a root without systemd: the handlers as they run on
+ * the VM. PostgreSQL and Redis in a Debian 13 root booted with systemd, each role applied twice, then
+ * changed in ways that need a reload (PostgreSQL: a new app role in pg_hba.conf) and a restart
+ * (PostgreSQL: max_connections; Redis: another job), and checked through the running servers.
+ */
+test("PostgreSQL and Redis under systemd: their handlers restart or reload them as each change needs", { timeout: 25 * 60_000 }, async () => {
+  const port = await freePort();
+  const pg = { memoryMb: 2048, vcpus: 2, maxConnections: 0, database: "shop", user: "shop_app", password: `Pg${randomBytes(12).toString("hex")}`, port };
+  const redis = { job: "sessions" as const, memoryMb: 2048, maxMemoryMb: 0, password: `Rd${randomBytes(12).toString("hex")}`, adminPassword: `Ad${randomBytes(12).toString("hex")}` };
+
+  await withLock(REDIS_PORT_LOCK, 30 * 60_000, () =>
+    withBootedRoot({}, async (root) => {
+      const sql = (q: string) => must(root, `runuser -u postgres -- psql -X -A -t -q -p ${port} -d postgres -c "${q}"`);
+      const started = () => sql("select pg_postmaster_start_time()");
+
+      assert.equal((await applyRole(root, baseRole({ adminUser: "ops" }))).code, 0);
+      const first = await applyRole(root, postgresRole(pg));
+      assert.equal(first.code, 0, show(first));
+      const again = await applyRole(root, postgresRole(pg));
+      assert.equal(again.stdout, "[postgres] no changes\n", show(again));
+      // Debian's generator starts every cluster whose start.conf says auto at boot ("enabled-runtime").
+      assert.equal(must(root, `systemctl is-active ${POSTGRES_PATHS.unit}; systemctl is-enabled ${POSTGRES_PATHS.unit}; grep -v -e '^#' -e '^$' ${POSTGRES_PATHS.configDir}/start.conf`), "active\nenabled-runtime\nauto");
+      assert.equal(sql("show data_directory"), POSTGRES_PATHS.dataDirectory, "systemd runs the cluster from the data volume");
+      const boot = started();
+
+      // Reload: a second app role only touches pg_hba.conf; the server keeps running and lets it in.
+      const other = { ...pg, database: "shop2", user: "shop2_app", password: `Pg${randomBytes(12).toString("hex")}` };
+      const reloaded = await applyRole(root, postgresRole(other));
+      assert.equal(reloaded.code, 0, show(reloaded));
+      assert.match(reloaded.stdout, new RegExp(`handler: onChange of [^\\n]*${POSTGRES_PATHS.hba}\\n`), reloaded.stdout);
+      assert.ok(!reloaded.stdout.includes(POSTGRES_PATHS.serverConf), "the restart-only file did not change");
+      assert.equal(started(), boot, "a pg_hba.conf change reloads, it does not restart");
+      assert.equal(
+        must(root, `PGPASSWORD='${other.password}' psql -X -A -t -q "host=127.0.0.1 port=${port} dbname=${other.database} user=${other.user}" -c 'select current_user'`),
+        other.user,
+      );
+
+      // Restart: max_connections is read at start only; the handler restarts, the server comes back with it.
+      const restarted = await applyRole(root, postgresRole({ ...other, maxConnections: 150 }));
+      assert.equal(restarted.code, 0, show(restarted));
+      assert.match(restarted.stdout, new RegExp(`handler: onChange of [^\\n]*${POSTGRES_PATHS.serverConf}`), restarted.stdout);
+      assert.notEqual(started(), boot, "a restart-only setting restarts PostgreSQL");
+      assert.equal(sql("show max_connections"), "150");
+      assert.equal(sql("select count(*) from pg_settings where pending_restart"), "0");
+      assert.equal((await applyRole(root, postgresRole({ ...other, maxConnections: 150 }))).stdout, "[postgres] no changes\n");
+
+      // Redis: the sessions job (AOF, volatile-lru), then the cache job (no persistence, allkeys-lru).
+      const cli = (args: string) => must(root, `${REDIS_PATHS.adminCli} ${args} | tr -d '\\r'`);
+      const r1 = await applyRole(root, redisRole(redis));
+      assert.equal(r1.code, 0, show(r1));
+      assert.equal((await applyRole(root, redisRole(redis))).stdout, "[redis] no changes\n");
+      assert.equal(must(root, "systemctl is-active redis-server; systemctl is-enabled redis-server"), "active\nenabled");
+      assert.equal(cli("CONFIG GET maxmemory-policy"), "maxmemory-policy\nvolatile-lru");
+      assert.equal(cli("CONFIG GET appendonly"), "appendonly\nyes");
+      const redisStart = must(root, "systemctl show -p ExecMainStartTimestampMonotonic --value redis-server");
+      const r2 = await applyRole(root, redisRole({ ...redis, job: "cache" }));
+      assert.equal(r2.code, 0, show(r2));
+      assert.notEqual(must(root, "systemctl show -p ExecMainStartTimestampMonotonic --value redis-server"), redisStart, "systemd restarted Redis");
+      assert.equal(cli("CONFIG GET maxmemory-policy"), "maxmemory-policy\nallkeys-lru");
+      assert.equal(cli("CONFIG GET appendonly"), "appendonly\nno");
+      assert.equal(
+        must(root, `REDISCLI_AUTH='${redis.password}' redis-cli -p 6379 PING | tr -d '\\r'`),
+        "PONG",
+        "the app's password still works after the restart",
+      );
+    }),
+  );
+});
