@@ -1,18 +1,9 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import * as fs from "node:fs";
-import * as os from "node:os";
-import * as path from "node:path";
 import test from "node:test";
 import { BOOTSTRAP_MARKER, DATA_LABEL, DATA_MOUNT, renderCloudInit } from "../../components/host/cloud-init";
 import { withBootedRoot } from "../lib/booted-root";
+import { withExt4LoopVolume } from "../lib/loop-volume";
 import { sections } from "../lib/sections";
-
-function host(command: string, args: string[]): string {
-  const result = spawnSync(command, args, { encoding: "utf8" });
-  assert.equal(result.status, 0, `${command} ${args.join(" ")}: ${result.error?.message ?? result.stderr}`);
-  return result.stdout.trim();
-}
 
 const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHn9lq7g1xv3Y2Yl7Zb3eVq9tW4k8dG0ZcU2n6pYb1Xq owner@laptop";
 const SETTINGS = { hostname: "app", fqdn: "app.example.com", adminUser: "ops", adminSshPublicKey: KEY, swapSizeMb: 256, journalMaxUseMb: 512 };
@@ -25,14 +16,8 @@ const VOLUME_LINK = "/dev/disk/by-id/scsi-0HC_Volume_4242";
  * real ext4 volume under Hetzner's device name. Then the machine is inspected as the owner will find it.
  */
 test("cloud-init boots the rendered user data: admin user, sshd, UTC, journald, time sync, unattended upgrades, the volume, the marker", { timeout: 20 * 60_000 }, async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "leaninfra-boot-volume-"));
-  const image = path.join(dir, "volume.img");
-  fs.writeFileSync(image, "");
-  fs.truncateSync(image, 64 * 1024 * 1024);
-  host("mkfs.ext4", ["-q", "-F", image]);
-  const loop = host("losetup", ["--find", "--show", image]);
   const unit = "leaninfra-test-volume.service";
-  try {
+  await withExt4LoopVolume(64, async (loop) => {
     const started = Date.now();
     await withBootedRoot(
       {
@@ -121,8 +106,5 @@ grep -c 'LeanInfra base ready after' /var/log/cloud-init-output.log
         assert.deepEqual(out.marker.split("\n"), ["present", "1"]);
       },
     );
-  } finally {
-    spawnSync("losetup", ["--detach", loop]);
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });

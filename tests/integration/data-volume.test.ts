@@ -1,31 +1,17 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as os from "node:os";
-import * as path from "node:path";
 import test from "node:test";
 import { DATA_LABEL, DATA_MOUNT, MOUNT_DATA_SCRIPT, mountDataScript } from "../../components/host/cloud-init";
 import { withDebianRoot } from "../lib/debian-root";
-
-function host(command: string, args: string[]): string {
-  const result = spawnSync(command, args, { encoding: "utf8" });
-  assert.equal(result.status, 0, `${command} ${args.join(" ")}: ${result.error?.message ?? result.stderr}`);
-  return result.stdout.trim();
-}
+import { withExt4LoopVolume } from "../lib/loop-volume";
 
 /**
  * A real ext4 volume (a loop device over a file, as Hetzner formats it) appears in the Debian 13
  * root under Hetzner's device name; cloud-init's mount script labels it and mounts it by label.
  */
 test("the data volume is labelled, listed in fstab by label with nofail, and mounted; a second run changes nothing", { timeout: 10 * 60_000 }, async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "leaninfra-volume-"));
-  const image = path.join(dir, "volume.img");
-  fs.writeFileSync(image, "");
-  fs.truncateSync(image, 64 * 1024 * 1024);
-  host("mkfs.ext4", ["-q", "-F", image]);
-  const loop = host("losetup", ["--find", "--show", image]);
-  try {
-    await withDebianRoot((root) => {
+  await withExt4LoopVolume(64, (loop) =>
+    withDebianRoot((root) => {
       fs.writeFileSync(root.hostPath(MOUNT_DATA_SCRIPT), mountDataScript(), { mode: 0o755 });
       const nspawn = { nspawnArgs: ["--capability=CAP_SYS_ADMIN", `--bind=${loop}`] };
       // Each nspawn run has its own /dev and mount namespace: link the device, run twice, inspect, in one go.
@@ -53,11 +39,8 @@ test("the data volume is labelled, listed in fstab by label with nofail, and mou
       assert.equal(label, DATA_LABEL);
       assert.equal(fstab, `LABEL=${DATA_LABEL} ${DATA_MOUNT} ext4 defaults,nofail,x-systemd.device-timeout=30s 0 2`);
       assert.match(mounted, new RegExp(`^${loop}\\s+ext4$`));
-    });
-  } finally {
-    spawnSync("losetup", ["--detach", loop]);
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+    }),
+  );
 });
 
 test("without a volume the mount script fails clearly and leaves fstab alone", { timeout: 10 * 60_000 }, async () => {
