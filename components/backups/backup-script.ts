@@ -249,6 +249,12 @@ explain_pgbackrest() {
   fi
 }
 
+# pgBackRest as postgres with this configuration, from / (postgres cannot read root's working directory).
+pgbackrest_as_postgres() { (cd / && runuser -u postgres -- pgbackrest --config="$pgbackrest_conf" "$@"); }
+
+# The stanza's backups as JSON (printable: a wrong passphrase makes pgBackRest quote binary garbage).
+backup_info() { pgbackrest_as_postgres --stanza="$stanza" --output=json info | printable; }
+
 # run_pgbackrest COMMAND [OPTIONS...]: pgBackRest as postgres, within the job's time limit. Output in
 # $work/pgbackrest.out; on failure it is shown and the job fails with the reason.
 run_pgbackrest() {
@@ -268,19 +274,17 @@ run_pgbackrest() {
 # then every backup fails: say so, with the date, instead of pgBackRest's retried 403.
 refuse_if_locked_partial() {
   if ((bucket_lock_days == 0)); then return 0; fi
-  local ls=(runuser -u postgres -- pgbackrest --config="$pgbackrest_conf" --output=json repo-ls)
   # (No local may be called labels, metrics or prefix: fail() reads those of the job.)
   local dirs latest files newest unlock good
-  dirs=$(cd / && "${"$"}{ls[@]}" "backup/$stanza" 2>/dev/null | printable) || return 0
+  dirs=$(pgbackrest_as_postgres --output=json repo-ls "backup/$stanza" 2>/dev/null | printable) || return 0
   latest=$(jq -r 'to_entries | map(select(.value.type == "path" and (.key | test("^[0-9]{8}-[0-9]{6}F(_[0-9]{8}-[0-9]{6}[DI])?$"))) | .key) | sort | last // empty' <<<"$dirs") || return 0
   if [[ -z $latest ]]; then return 0; fi
-  files=$(cd / && "${"$"}{ls[@]}" --recurse "backup/$stanza/$latest" 2>/dev/null | printable) || return 0
+  files=$(pgbackrest_as_postgres --output=json repo-ls --recurse "backup/$stanza/$latest" 2>/dev/null | printable) || return 0
   if jq -e 'has("backup.manifest")' <<<"$files" >/dev/null; then return 0; fi
   newest=$(jq '[.[] | select(.type == "file") | .time] | max // 0' <<<"$files") || return 0
   unlock=$((newest + bucket_lock_days * 86400))
   if ((unlock <= $(date +%s))); then return 0; fi
-  good=$(cd / && runuser -u postgres -- pgbackrest --config="$pgbackrest_conf" --stanza="$stanza" --output=json info 2>/dev/null |
-    printable | jq -r '.[0].backup[-1].label // "none"' || echo unknown)
+  good=$(backup_info 2>/dev/null | jq -r '.[0].backup[-1].label // "none"' || echo unknown)
   fail "backup $latest stopped half-way at $(date -u -d "@$newest" '+%Y-%m-%d %H:%M UTC'); pgBackRest must delete its files before any new backup, and the ${"$"}{bucket_lock_days}-day bucket lock keeps them until $(date -u -d "@$unlock" '+%Y-%m-%d %H:%M UTC'), when backups resume by themselves. WAL archiving goes on, so every point since backup $good stays restorable (the drill proves it). To back up sooner: lower leaninfra:backupLockDays and pulumi up (README: 'A backup that stopped half-way')"
 }
 
@@ -289,7 +293,7 @@ backup() {
   refuse_if_locked_partial
   run_pgbackrest backup --type="$job"
   local info row label type repo_size db_size
-  info=$(cd / && runuser -u postgres -- pgbackrest --config="$pgbackrest_conf" --stanza="$stanza" --output=json info | printable)
+  info=$(backup_info)
   row=$(jq -r '.[0].backup[-1] | [.label, .type, .info.repository.delta, .info.size] | @tsv' <<<"$info")
   IFS=$'\t' read -r label type repo_size db_size <<<"$row"
   # A diff with no full backup to build on becomes a full one (pgBackRest says so).
