@@ -11,7 +11,8 @@ import { appRole } from "../components/app";
 import { LAYOUT } from "../components/host/layout";
 import { withBootedRoot } from "../tests/lib/booted-root";
 import { RELEASES, ensureTestImages } from "../tests/fixtures/test-app/images";
-import { LoadGenerator, applyRole, healthOkAt, makeTestPki, prepareHost, releaseSequence, show, testAppSettings } from "../tests/fixtures/test-app/scenario";
+import { LoadGenerator, applyRole, healthOkAt, makeTestPki, prepareHost, releaseSequence, testAppSettings } from "../tests/fixtures/test-app/scenario";
+import { show } from "../tests/lib/debian-root";
 
 const REGISTRY_MOUNT = "/srv/test-registry";
 

@@ -3,8 +3,8 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import { APP_PATHS, AppSettings, appRole } from "../../components/app";
 import { LAYOUT } from "../../components/host/layout";
-import { BootedRoot, withBootedRoot } from "../lib/booted-root";
-import { RunResult } from "../lib/debian-root";
+import { BootedRoot, must, withBootedRoot } from "../lib/booted-root";
+import { RunResult, show } from "../lib/debian-root";
 import { RELEASES, TEST_IMAGE, TEST_REGISTRY, ensureTestImages } from "../fixtures/test-app/images";
 import {
   LoadGenerator,
@@ -16,7 +16,6 @@ import {
   makeTestPki,
   prepareHost,
   releaseSequence,
-  show,
   startRegistry,
   stopRegistry,
   testAppSettings,
@@ -29,12 +28,6 @@ function noSecrets(r: RunResult): void {
   for (const secret of [SECRETS.dbPassword, SECRETS.apiToken, TEST_REGISTRY.password]) {
     assert.ok(!r.stdout.includes(secret) && !r.stderr.includes(secret), `a secret was printed:\n${show(r)}`);
   }
-}
-
-function must(root: BootedRoot, command: string): string {
-  const result = root.run(command);
-  assert.equal(result.code, 0, `${command}\n${show(result)}`);
-  return result.stdout;
 }
 
 /** Name and release label of every app container, running or not. */

@@ -5,13 +5,12 @@ import * as fs from "node:fs";
 import { BACKUPS, BACKUPS_PATHS, BackupsSettings, DEFAULT_SCHEDULES, backupsRole } from "../../components/backups";
 import { renderRoleBundle } from "../../components/host/bundle";
 import { POSTGRES_PATHS, postgresRole } from "../../components/postgres";
-import { RunResult, withDebianRoot } from "../lib/debian-root";
+import { RunResult, show, withDebianRoot } from "../lib/debian-root";
 import { parsePromText } from "../lib/prom-text";
 import { S3Server, freePort } from "../lib/s3-server";
 import { startScratchCluster } from "../lib/scratch-cluster";
 import { sections } from "../lib/sections";
 
-const show = (r: RunResult) => `exit ${r.code}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
 
 const DB = "shop";
 const PASSPHRASE = `Cipher${randomBytes(16).toString("hex")}`;

@@ -4,12 +4,11 @@ import * as fs from "node:fs";
 import { baseRole } from "../../components/base";
 import { renderRoleBundle, roleDigest, ROLE_MARKER_DIR } from "../../components/host/bundle";
 import { HostRole } from "../../components/host/role";
-import { DebianRoot, RunResult, withDebianRoot } from "../lib/debian-root";
+import { DebianRoot, RunResult, show, withDebianRoot } from "../lib/debian-root";
 
 const lastLine = (r: RunResult) => r.stdout.trimEnd().split("\n").pop();
 /** The bundle's own lines on stderr (systemd-nspawn adds its own notes there). */
 const lastRoleLine = (text: string, role: string) => text.split("\n").filter((l) => l.startsWith(`[${role}] `)).pop() ?? "";
-const show = (r: RunResult) => `exit ${r.code}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
 
 /** Runs a bundle the way the Host does (`sudo bash -s` with the bundle on stdin). */
 function applyBundle(root: DebianRoot, bundle: string): RunResult {

@@ -6,12 +6,11 @@ import { BACKUP_LAYOUT, lockRules } from "../../components/backup-bucket/policy"
 import { BACKUPS, BackupsSettings, backupsRole } from "../../components/backups";
 import { renderRoleBundle } from "../../components/host/bundle";
 import { postgresRole } from "../../components/postgres";
-import { RunResult, withDebianRoot } from "../lib/debian-root";
+import { show, withDebianRoot } from "../lib/debian-root";
 import { R2LockProxy } from "../lib/r2-lock-proxy";
 import { S3Server, freePort } from "../lib/s3-server";
 import { sections } from "../lib/sections";
 
-const show = (r: RunResult) => `exit ${r.code}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
 const DB = "shop";
 const LOCK_DAYS = 14;
 const RETENTION_DAYS = 35;

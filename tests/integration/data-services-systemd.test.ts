@@ -4,19 +4,15 @@ import test from "node:test";
 import { baseRole } from "../../components/base";
 import { POSTGRES_PATHS, postgresRole } from "../../components/postgres";
 import { REDIS_PATHS, redisRole } from "../../components/redis";
-import { RunResult } from "../lib/debian-root";
-import { BootedRoot, withBootedRoot } from "../lib/booted-root";
+import { show } from "../lib/debian-root";
+import { BootedRoot, must, withBootedRoot } from "../lib/booted-root";
 import { REDIS_PORT_LOCK, withLock } from "../lib/host-lock";
 import { freePort } from "../lib/s3-server";
 import { applyRole } from "../fixtures/test-app/scenario";
 
-const show = (r: RunResult) => `exit ${r.code}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
 
-function must(root: BootedRoot, command: string): string {
-  const r = root.run(command);
-  assert.equal(r.code, 0, `${command}\n${show(r)}`);
-  return r.stdout.trim();
-}
+/** must(), trimmed: these checks compare whole answers. */
+const answer = (root: BootedRoot, command: string) => must(root, command).trim();
 
 /**
  * What the other data-service tests cannot show in a root without systemd: the handlers as they run on
@@ -31,7 +27,7 @@ test("PostgreSQL and Redis under systemd: their handlers restart or reload them 
 
   await withLock(REDIS_PORT_LOCK, 30 * 60_000, () =>
     withBootedRoot({}, async (root) => {
-      const sql = (q: string) => must(root, `runuser -u postgres -- psql -X -A -t -q -p ${port} -d postgres -c "${q}"`);
+      const sql = (q: string) => answer(root, `runuser -u postgres -- psql -X -A -t -q -p ${port} -d postgres -c "${q}"`);
       const started = () => sql("select pg_postmaster_start_time()");
 
       assert.equal((await applyRole(root, baseRole({ adminUser: "ops" }))).code, 0);
@@ -40,7 +36,7 @@ test("PostgreSQL and Redis under systemd: their handlers restart or reload them 
       const again = await applyRole(root, postgresRole(pg));
       assert.equal(again.stdout, "[postgres] no changes\n", show(again));
       // Debian's generator starts every cluster whose start.conf says auto at boot ("enabled-runtime").
-      assert.equal(must(root, `systemctl is-active ${POSTGRES_PATHS.unit}; systemctl is-enabled ${POSTGRES_PATHS.unit}; grep -v -e '^#' -e '^$' ${POSTGRES_PATHS.configDir}/start.conf`), "active\nenabled-runtime\nauto");
+      assert.equal(answer(root, `systemctl is-active ${POSTGRES_PATHS.unit}; systemctl is-enabled ${POSTGRES_PATHS.unit}; grep -v -e '^#' -e '^$' ${POSTGRES_PATHS.configDir}/start.conf`), "active\nenabled-runtime\nauto");
       assert.equal(sql("show data_directory"), POSTGRES_PATHS.dataDirectory, "systemd runs the cluster from the data volume");
       const boot = started();
 
@@ -52,7 +48,7 @@ test("PostgreSQL and Redis under systemd: their handlers restart or reload them 
       assert.ok(!reloaded.stdout.includes(POSTGRES_PATHS.serverConf), "the restart-only file did not change");
       assert.equal(started(), boot, "a pg_hba.conf change reloads, it does not restart");
       assert.equal(
-        must(root, `PGPASSWORD='${other.password}' psql -X -A -t -q "host=127.0.0.1 port=${port} dbname=${other.database} user=${other.user}" -c 'select current_user'`),
+        answer(root, `PGPASSWORD='${other.password}' psql -X -A -t -q "host=127.0.0.1 port=${port} dbname=${other.database} user=${other.user}" -c 'select current_user'`),
         other.user,
       );
 
@@ -66,21 +62,21 @@ test("PostgreSQL and Redis under systemd: their handlers restart or reload them 
       assert.equal((await applyRole(root, postgresRole({ ...other, maxConnections: 150 }))).stdout, "[postgres] no changes\n");
 
       // Redis: the sessions job (AOF, volatile-lru), then the cache job (no persistence, allkeys-lru).
-      const cli = (args: string) => must(root, `${REDIS_PATHS.adminCli} ${args} | tr -d '\\r'`);
+      const cli = (args: string) => answer(root, `${REDIS_PATHS.adminCli} ${args} | tr -d '\\r'`);
       const r1 = await applyRole(root, redisRole(redis));
       assert.equal(r1.code, 0, show(r1));
       assert.equal((await applyRole(root, redisRole(redis))).stdout, "[redis] no changes\n");
-      assert.equal(must(root, "systemctl is-active redis-server; systemctl is-enabled redis-server"), "active\nenabled");
+      assert.equal(answer(root, "systemctl is-active redis-server; systemctl is-enabled redis-server"), "active\nenabled");
       assert.equal(cli("CONFIG GET maxmemory-policy"), "maxmemory-policy\nvolatile-lru");
       assert.equal(cli("CONFIG GET appendonly"), "appendonly\nyes");
-      const redisStart = must(root, "systemctl show -p ExecMainStartTimestampMonotonic --value redis-server");
+      const redisStart = answer(root, "systemctl show -p ExecMainStartTimestampMonotonic --value redis-server");
       const r2 = await applyRole(root, redisRole({ ...redis, job: "cache" }));
       assert.equal(r2.code, 0, show(r2));
-      assert.notEqual(must(root, "systemctl show -p ExecMainStartTimestampMonotonic --value redis-server"), redisStart, "systemd restarted Redis");
+      assert.notEqual(answer(root, "systemctl show -p ExecMainStartTimestampMonotonic --value redis-server"), redisStart, "systemd restarted Redis");
       assert.equal(cli("CONFIG GET maxmemory-policy"), "maxmemory-policy\nallkeys-lru");
       assert.equal(cli("CONFIG GET appendonly"), "appendonly\nno");
       assert.equal(
-        must(root, `REDISCLI_AUTH='${redis.password}' redis-cli -p 6379 PING | tr -d '\\r'`),
+        answer(root, `REDISCLI_AUTH='${redis.password}' redis-cli -p 6379 PING | tr -d '\\r'`),
         "PONG",
         "the app's password still works after the restart",
       );

@@ -11,7 +11,7 @@ import { POSTGRES_PATHS, PostgresSettings, postgresRole } from "../../components
 import { BACKUPS } from "../../components/backups/layout";
 import { BACKUPS_PATHS, BackupsSettings, renderArchivingConf, renderBackupsSecretsEnv, renderPgbackrestConf } from "../../components/backups/pgbackrest";
 import { DrillSettings, drillScript, restoreScript } from "../../components/backups/drill";
-import { DebianRoot, RunResult } from "../lib/debian-root";
+import { DebianRoot, RunResult, show } from "../lib/debian-root";
 import { S3Server, freePort } from "../lib/s3-server";
 import { withBootedRoot } from "../lib/booted-root";
 import { appRole } from "../../components/app";
@@ -19,7 +19,6 @@ import { RELEASES, ensureTestImages } from "../fixtures/test-app/images";
 import { SECRETS, applyRole, makeTestPki, prepareHost, testAppSettings } from "../fixtures/test-app/scenario";
 import { sections } from "../lib/sections";
 
-const show = (r: RunResult) => `exit ${r.code}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
 
 // ---------------------------------------------------------------------------------------------------
 // Production as the roles leave it: base and postgres role bundles, then the backups role's own

@@ -14,10 +14,9 @@ import {
   postgresPasswordVerifier,
   postgresRole,
 } from "../../components/postgres";
-import { RunResult, withDebianRoot } from "../lib/debian-root";
+import { RunResult, show, withDebianRoot } from "../lib/debian-root";
 import { sections } from "../lib/sections";
 
-const show = (r: RunResult) => `exit ${r.code}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
 
 /** A TCP port nobody listens on here: the roots share the host's network while packages install. */
 function freePort(): number {

@@ -5,12 +5,11 @@ import cloudflareIps from "../../infra/data/cloudflare-ips.json";
 import { ACCESS_LOG_FIELDS, ACME, NGINX_FILES, ProxySettings, proxyRole, renderMaintenancePage } from "../../components/proxy";
 import { renderRoleBundle } from "../../components/host/bundle";
 import { LAYOUT } from "../../components/host/layout";
-import { DebianRoot, RunResult, withDebianRoot } from "../lib/debian-root";
+import { DebianRoot, RunResult, show, withDebianRoot } from "../lib/debian-root";
 import { TestPki } from "../lib/test-pki";
 
 const NAMES = ["example.com", "www.example.com", "static.example.com", "grafana.example.com"];
 const RELEASE = "2026.11.28-abc123";
-const show = (r: RunResult) => `exit ${r.code}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
 const lastLine = (r: RunResult) => r.stdout.trimEnd().split("\n").pop() ?? "";
 
 /** The test PKI, and a way to put its files into a root at /root/tls. */

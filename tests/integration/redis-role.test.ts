@@ -5,11 +5,10 @@ import * as fs from "node:fs";
 import { baseRole } from "../../components/base";
 import { renderRoleBundle } from "../../components/host/bundle";
 import { REDIS_PATHS, RedisSettings, redisMaxMemoryMb, redisRole } from "../../components/redis";
-import { RunResult, withDebianRoot } from "../lib/debian-root";
+import { RunResult, show, withDebianRoot } from "../lib/debian-root";
 import { REDIS_PORT_LOCK, withLock } from "../lib/host-lock";
 import { sections } from "../lib/sections";
 
-const show = (r: RunResult) => `exit ${r.code}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
 
 // Characters a shell or a config file could mangle must arrive intact.
 const PASSWORD = `App:${randomBytes(12).toString("hex")}\\'"$x#`;

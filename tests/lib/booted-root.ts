@@ -1,8 +1,9 @@
+import assert from "node:assert/strict";
 import { ChildProcess, spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { DebianRoot, RunResult } from "./debian-root";
+import { DebianRoot, RunResult, show } from "./debian-root";
 import { holdLock } from "./host-lock";
 
 /**
@@ -387,6 +388,13 @@ export class BootedRoot {
   consoleOutput(): string {
     return fs.existsSync(this.consoleLog) ? fs.readFileSync(this.consoleLog, "utf8") : "";
   }
+}
+
+/** Runs a command in the booted root that must succeed; its stdout. */
+export function must(root: BootedRoot, command: string): string {
+  const result = root.run(command);
+  assert.equal(result.code, 0, `${command}\n${show(result)}`);
+  return result.stdout;
 }
 
 /** Boots a root, runs fn with it and always shuts it down, also when fn throws. */

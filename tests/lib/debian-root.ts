@@ -10,6 +10,11 @@ export interface RunResult {
   stderr: string;
 }
 
+/** A run's exit code and both streams, for assertion messages. */
+export function show(r: RunResult): string {
+  return `exit ${r.code}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
+}
+
 export interface RunOptions {
   /** Fed to the command's standard input (e.g. a bundle for `bash -s`). */
   stdin?: string;

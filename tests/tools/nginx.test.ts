@@ -8,10 +8,9 @@ import cloudflareIps from "../../infra/data/cloudflare-ips.json";
 import { NGINX_FILES, ProxySettings, proxyRole, renderCertbotDeployHook, renderNginxHttpConf, renderNginxSiteConf } from "../../components/proxy";
 import { renderRoleBundle } from "../../components/host/bundle";
 import { LAYOUT } from "../../components/host/layout";
-import { RunResult, withDebianRoot } from "../lib/debian-root";
+import { show, withDebianRoot } from "../lib/debian-root";
 import { runShellcheck } from "../lib/shellcheck";
 
-const show = (r: RunResult) => `exit ${r.code}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
 
 /** A self-signed certificate for the names, made with the host's openssl; it also stands in for the origin-pull CA. */
 function selfSigned(names: string[]): { cert: string; key: string } {
