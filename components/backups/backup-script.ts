@@ -139,6 +139,9 @@ if [[ $job == dump ]]; then
 else
   metrics=$backup_metrics prefix=leaninfra_backup labels="{type=\"$job\"}"
 fi
+# Read by write_metrics and fail() from inside other functions: readonly, so a local of the same name
+# fails loudly instead of silently relabelling the job's metrics.
+readonly metrics prefix labels
 
 work=$(mktemp -d)
 uploader=''
@@ -274,7 +277,6 @@ run_pgbackrest() {
 # then every backup fails: say so, with the date, instead of pgBackRest's retried 403.
 refuse_if_locked_partial() {
   if ((bucket_lock_days == 0)); then return 0; fi
-  # (No local may be called labels, metrics or prefix: fail() reads those of the job.)
   local dirs latest files newest unlock good
   dirs=$(pgbackrest_as_postgres --output=json repo-ls "backup/$stanza" 2>/dev/null | printable) || return 0
   latest=$(jq -r 'to_entries | map(select(.value.type == "path" and (.key | test("^[0-9]{8}-[0-9]{6}F(_[0-9]{8}-[0-9]{6}[DI])?$"))) | .key) | sort | last // empty' <<<"$dirs") || return 0
