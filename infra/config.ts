@@ -599,7 +599,7 @@ export function decodeRawValue(key: string, value: unknown): unknown {
  * Turns raw project config (keys without the `leaninfra:` prefix) into one frozen StackConfig, or
  * throws ConfigError listing every problem, each with its key, the value given and what is accepted.
  */
-export function validateConfig(stack: string, raw: Record<string, unknown>): StackConfig {
+export function validateConfig(stack: string, raw: Record<string, unknown>, encryptedKeys?: readonly string[]): StackConfig {
   const decoded = Object.fromEntries(
     Object.entries(raw)
       .filter(([k]) => !(k in SECRET_KEYS))
@@ -618,6 +618,7 @@ export function validateConfig(stack: string, raw: Record<string, unknown>): Sta
   for (const p of crossFieldProblems(validKeys as Partial<ParsedConfig>)) {
     problems.push(`${PROJECT}:${keyPath(p.path)}: ${shown(p.input)} ${p.message}`);
   }
+  if (encryptedKeys) problems.push(...plaintextSecretProblems(raw, encryptedKeys));
   if (!result.success || problems.length > 0) throw new ConfigError(stack, problems);
   const cfg = result.data;
   return Object.freeze({
@@ -636,11 +637,19 @@ export function validateConfig(stack: string, raw: Record<string, unknown>): Sta
 
 /**
  * Secret project keys: read with config.requireSecret by the program, never validated in clear (the
- * offline plan cannot decrypt them), declared in Pulumi.yaml with `secret: true`.
+ * offline plan cannot decrypt them). The required one is declared in Pulumi.yaml with `secret: true`;
+ * the optional ones cannot be (the CLI refuses a plain default for a secret key), so the program
+ * itself refuses them in plain text.
  */
 export const SECRET_KEYS: Record<string, { description: string; required: boolean }> = {
-  appSecretEnv: { description: "Secret environment of the app, one KEY=value a line (e.g. SESSION_SECRET=...). Optional.", required: false },
-  appRegistryPassword: { description: "Password or token for appRegistryUser's private registry. Optional.", required: false },
+  appSecretEnv: {
+    description: "Secret environment of the app, one KEY=value a line (e.g. SESSION_SECRET=...). Optional; set it encrypted: pulumi config set --secret leaninfra:appSecretEnv ...",
+    required: false,
+  },
+  appRegistryPassword: {
+    description: "Password or token for appRegistryUser's private registry. Optional; set it encrypted: pulumi config set --secret leaninfra:appRegistryPassword ...",
+    required: false,
+  },
   backupApiToken: {
     description: "API token of the backup account (R2 admin read & write, API tokens edit). Set with: pulumi config set --secret leaninfra:backupApiToken ...",
     required: true,
@@ -667,7 +676,21 @@ export function pulumiConfigDeclarations(): Record<string, PulumiConfigDeclarati
     out[key] = declaration;
   }
   for (const [key, secret] of Object.entries(SECRET_KEYS)) {
-    out[key] = { type: "string", description: secret.description, secret: true, ...(secret.required ? {} : { default: "" }) };
+    out[key] = { type: "string", description: secret.description, ...(secret.required ? { secret: true } : { default: "" }) };
   }
   return out;
+}
+
+/**
+ * A secret key set in plain text: refused, value unshown. `encryptedKeys` are the keys (with or
+ * without the `leaninfra:` prefix) whose value the stack file holds encrypted.
+ */
+export function plaintextSecretProblems(raw: Record<string, unknown>, encryptedKeys: readonly string[]): string[] {
+  const encrypted = new Set(encryptedKeys.map((key) => key.replace(`${PROJECT}:`, "")));
+  return Object.keys(SECRET_KEYS)
+    .filter((key) => raw[key] !== undefined && raw[key] !== "" && !encrypted.has(key))
+    .map(
+      (key) =>
+        `${PROJECT}:${key}: is stored in plain text in the stack file (value not shown; accepted: an encrypted value, set with \`pulumi config set --secret ${PROJECT}:${key}\`)`,
+    );
 }

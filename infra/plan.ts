@@ -67,7 +67,7 @@ export async function buildPlan(stack: string, options: { root?: string; outDir?
   const root = options.root ?? ROOT;
   const stackFile = readStackFile(stack, root);
   // Same validation as `pulumi up`; throws ConfigError listing every problem.
-  const cfg: StackConfig = validateConfig(stack, projectConfig(stackFile.config));
+  const cfg: StackConfig = validateConfig(stack, projectConfig(stackFile.config), stackFile.secretKeys);
 
   const { resources, result } = await runWithMocks(
     { project: PROJECT, stack, preview: true, config: stackFile.config, secretKeys: stackFile.secretKeys },

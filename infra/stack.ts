@@ -17,10 +17,17 @@ export function projectConfig(all: Record<string, string> = pulumi.runtime.allCo
   );
 }
 
+/** The config keys whose value the engine received encrypted (`pulumi config set --secret`). */
+export function encryptedConfigKeys(): string[] {
+  // The SDK exports isConfigSecret at runtime without declaring it in its types.
+  const runtime = pulumi.runtime as typeof pulumi.runtime & { isConfigSecret(key: string): boolean };
+  return Object.keys(runtime.allConfig()).filter((key) => runtime.isConfigSecret(key));
+}
+
 /** Validates the stack's config; invalid config stops the program before any resource exists. */
 export function loadStackConfig(): StackConfig {
   try {
-    return validateConfig(pulumi.getStack(), projectConfig());
+    return validateConfig(pulumi.getStack(), projectConfig(), encryptedConfigKeys());
   } catch (error) {
     // RunError is shown to the user without a stack trace, and `pulumi up` exits non-zero.
     if (error instanceof ConfigError) throw new pulumi.RunError(error.message);
@@ -54,24 +61,51 @@ export interface BuiltStack {
 
 const ZONE_ID = /^[0-9a-f]{32}$/;
 
+function zoneArgs(cfg: StackConfig): cloudflare.GetZoneArgs {
+  return ZONE_ID.test(cfg.cloudflareZone)
+    ? { zoneId: cfg.cloudflareZone }
+    : { filter: { name: cfg.cloudflareZone || cfg.domain, account: { id: cfg.cloudflareAccountId } } };
+}
+
 /**
- * The zone's id: given in config, or looked up by name in the configured account. A zone that
- * belongs to another account is refused, since the backup-account check relies on that id.
+ * The zone's id as an output (the offline plan and the component tests, where the zone is a mock's
+ * answer). A zone that belongs to another account is refused, since the backup-account check relies on it.
  */
 export function zoneIdFor(cfg: StackConfig): pulumi.Output<string> {
-  const zone = ZONE_ID.test(cfg.cloudflareZone)
-    ? cloudflare.getZoneOutput({ zoneId: cfg.cloudflareZone })
-    : cloudflare.getZoneOutput({ filter: { name: cfg.cloudflareZone || cfg.domain, account: { id: cfg.cloudflareAccountId } } });
-  return zone.apply((z) => {
+  return cloudflare.getZoneOutput(zoneArgs(cfg)).apply((z) => {
     const problem = zoneAccountProblem({ name: z.name, accountId: z.account?.id }, cfg.cloudflareAccountId);
     if (problem) throw new pulumi.RunError(problem);
     return z.id;
   });
 }
 
+/**
+ * The zone's id, looked up before anything is registered (`pulumi preview` and `up`): a missing zone,
+ * or one of another account, stops the program with one message naming the key.
+ */
+export async function lookUpZone(cfg: StackConfig): Promise<string> {
+  const args = zoneArgs(cfg);
+  const wanted = args.zoneId ? `zone id ${args.zoneId}` : `zone ${args.filter?.name} in account ${cfg.cloudflareAccountId}`;
+  let zone: cloudflare.GetZoneResult;
+  try {
+    zone = await cloudflare.getZone(args);
+  } catch (error) {
+    const reason = String((error as Error).message ?? error).replace(/^.*returned an error: /s, "");
+    throw new pulumi.RunError(
+      `leaninfra:cloudflareZone: Cloudflare has no ${wanted} that cloudflare:apiToken can read (${reason}). ` +
+        "Check the zone's name or id, leaninfra:cloudflareAccountId, and the token's zone permissions.",
+    );
+  }
+  const problem = zoneAccountProblem({ name: zone.name, accountId: zone.account?.id }, cfg.cloudflareAccountId);
+  if (problem) throw new pulumi.RunError(problem);
+  return zone.id;
+}
+
 export interface BuildOptions {
   /** The offline plan: secrets it cannot decrypt are left unset instead of required. */
   offline?: boolean;
+  /** The zone's id when already looked up (the program does, before registering anything). */
+  zoneId?: string;
 }
 
 /**
@@ -109,7 +143,7 @@ export function buildStack(cfg: StackConfig, options: BuildOptions = {}): BuiltS
     labels: { project: PROJECT, stack: cfg.stack, environment: cfg.environment },
   });
 
-  const zoneId = zoneIdFor(cfg);
+  const zoneId = options.zoneId !== undefined ? pulumi.output(options.zoneId) : zoneIdFor(cfg);
   const edge = new Edge("edge", {
     zoneId,
     domain: cfg.domain,
@@ -135,7 +169,7 @@ export function buildStack(cfg: StackConfig, options: BuildOptions = {}): BuiltS
       lockDays: cfg.backupLockDays,
       dumpRetentionDays: cfg.backupDumpRetentionDays,
     },
-    { providers: { cloudflare: backupProvider(options) } },
+    { providers: { cloudflare: backupProvider(options) }, protect: cfg.deleteProtection },
   );
 
   const { roles, backupPassphrase } = stackRoles({ cfg, edge, backups, cdnRanges });

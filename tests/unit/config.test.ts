@@ -175,6 +175,33 @@ test("secret project keys are declared, never validated in clear, and not refuse
   assert.equal(pulumiConfigDeclarations().backupApiToken.secret, true);
 });
 
+test("optional secrets: declared with an empty default and no secret flag (the CLI refuses a plain default for a secret key)", () => {
+  const declared = pulumiConfigDeclarations();
+  for (const key of ["appSecretEnv", "appRegistryPassword"]) {
+    assert.equal(declared[key].default, "");
+    assert.equal(declared[key].secret, undefined, `${key}: a secret flag would stop every stack that leaves it unset`);
+    assert.match(declared[key].description, new RegExp(`pulumi config set --secret leaninfra:${key}`));
+  }
+  assert.equal(declared.backupApiToken.default, undefined, "the required secret has no default");
+});
+
+test("a secret key set in plain text is refused, without showing its value; encrypted, it is accepted", () => {
+  let thrown: unknown;
+  try {
+    validateConfig("prod", { ...valid, appRegistryPassword: "hunter2-plain", appSecretEnv: "A=b" }, ["leaninfra:backupApiToken"]);
+  } catch (error) {
+    thrown = error;
+  }
+  assert.ok(thrown instanceof ConfigError);
+  const message = (thrown as Error).message;
+  assert.match(message, /leaninfra:appRegistryPassword: is stored in plain text in the stack file \(value not shown; accepted: an encrypted value, set with `pulumi config set --secret leaninfra:appRegistryPassword`\)/);
+  assert.match(message, /leaninfra:appSecretEnv: is stored in plain text/);
+  assert.ok(!message.includes("hunter2-plain") && !message.includes("A=b"), "the values stay unshown");
+  const encrypted = ["leaninfra:appRegistryPassword", "appSecretEnv"];
+  assert.equal(validateConfig("prod", { ...valid, appRegistryPassword: "x", appSecretEnv: "A=b" }, encrypted).domain, "example.com");
+  assert.equal(validateConfig("prod", { ...valid, appRegistryPassword: "" }, []).domain, "example.com", "the empty default is not a secret");
+});
+
 test("overrides make the refused combinations acceptable", () => {
   assert.equal(validateConfig("prod", { ...valid, deleteProtection: false, allowUnprotectedProduction: true }).deleteProtection, false);
   assert.equal(validateConfig("dev", { ...valid, environment: "development", deleteProtection: false }).deleteProtection, false);
