@@ -1,15 +1,9 @@
-// The Pulumi program: `pulumi preview` / `pulumi up` run this file.
-import { buildStack, loadStackConfig } from "./stack";
+// The Pulumi program: `pulumi preview` / `pulumi up` run this file. Config and the zone are checked
+// before any resource is registered; the stack outputs are the returned object.
+import { StackOutputs, buildStack, loadStackConfig, lookUpZone } from "./stack";
 
-const { outputs } = buildStack(loadStackConfig());
-
-export const fqdn = outputs.fqdn;
-export const ipv4 = outputs.ipv4;
-export const ipv6 = outputs.ipv6;
-export const serverId = outputs.serverId;
-export const sshCommand = outputs.sshCommand;
-export const url = outputs.url;
-export const hostnames = outputs.hostnames;
-export const backupBucket = outputs.backupBucket;
-export const backupEndpoint = outputs.backupEndpoint;
-export const backupPassphrase = outputs.backupPassphrase;
+export = async (): Promise<StackOutputs> => {
+  const cfg = loadStackConfig();
+  const zoneId = await lookUpZone(cfg);
+  return buildStack(cfg, { zoneId }).outputs;
+};

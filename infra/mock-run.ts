@@ -15,7 +15,7 @@ export interface RecordedResource {
   provider?: string;
   inputs: Record<string, unknown>;
   /** Resource options the engine would receive. */
-  options: { ignoreChanges: string[]; deleteBeforeReplace: boolean; dependsOn: string[] };
+  options: { ignoreChanges: string[]; deleteBeforeReplace: boolean; dependsOn: string[]; protect: boolean };
   /** Top-level inputs that are secret (masked unless the run reveals secrets). */
   secretInputs: string[];
 }
@@ -89,6 +89,7 @@ interface RegisterRequest {
   getIgnorechangesList(): string[];
   getDeletebeforereplace(): boolean;
   getDependenciesList(): string[];
+  getProtect(): boolean;
 }
 
 function parentKey(parentUrn: string): string | undefined {
@@ -121,7 +122,7 @@ export async function runWithMocks<T>(
           custom: args.custom ?? true,
           provider: args.provider || undefined,
           inputs: displayValue(args.inputs, options.revealSecrets) as Record<string, unknown>,
-          options: resourceOptions.get(`${args.type}::${args.name}`) ?? { ignoreChanges: [], deleteBeforeReplace: false, dependsOn: [] },
+          options: resourceOptions.get(`${args.type}::${args.name}`) ?? { ignoreChanges: [], deleteBeforeReplace: false, dependsOn: [], protect: false },
           secretInputs: Object.keys(args.inputs).filter((key) => isSecret(args.inputs[key])),
         };
         resources.push(record);
@@ -152,6 +153,7 @@ export async function runWithMocks<T>(
       ignoreChanges: req.getIgnorechangesList(),
       deleteBeforeReplace: req.getDeletebeforereplace(),
       dependsOn: req.getDependenciesList().map((urn) => parentKey(urn) ?? urn),
+      protect: req.getProtect(),
     });
     return register(req, cb);
   };

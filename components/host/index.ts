@@ -1,6 +1,7 @@
 import * as command from "@pulumi/command";
 import * as hcloud from "@pulumi/hcloud";
 import * as pulumi from "@pulumi/pulumi";
+import ipaddr from "ipaddr.js";
 import { bundleDigest } from "./bundle";
 import { BOOTSTRAP_MARKER, CloudInitSettings, renderCloudInit } from "./cloud-init";
 import { firewallRules } from "./firewall";
@@ -36,6 +37,16 @@ export interface HostArgs {
 }
 
 /**
+ * The server's IPv6 address in its Primary IP's /64: Hetzner configures `<prefix>::1`. Derived from
+ * the Primary IP, it stays the same when the server is replaced, so DNS and rDNS never churn.
+ */
+export function serverIpv6(prefixAddress: string): string {
+  const bytes = ipaddr.IPv6.parse(prefixAddress.split("/")[0]).toByteArray();
+  bytes[15] = 1;
+  return ipaddr.fromByteArray(bytes).toString();
+}
+
+/**
  * The shell command each role runs over SSH: wait for cloud-init, refuse to go on without the
  * bootstrap marker, then run the bundle from stdin as root.
  */
@@ -67,6 +78,9 @@ export class Host extends pulumi.ComponentResource {
     super("leaninfra:host:Host", name, {}, opts);
     this.hostName = name;
     const child = { parent: this };
+    // What holds the data and the addresses is protected twice on production: by Hetzner, and by
+    // Pulumi, so `pulumi destroy` or a replacing change stops before anything is deleted.
+    const kept = { parent: this, protect: args.protect };
     const labels = { ...args.labels, "leaninfra-host": name };
 
     const sshKey = new hcloud.SshKey(`${name}-admin-key`, { publicKey: args.adminSshPublicKey, labels }, child);
@@ -83,7 +97,7 @@ export class Host extends pulumi.ComponentResource {
           deleteProtection: args.protect,
           labels,
         },
-        child,
+        kept,
       );
     const ipv4 = primaryIp("ipv4");
     const ipv6 = primaryIp("ipv6");
@@ -108,7 +122,7 @@ export class Host extends pulumi.ComponentResource {
         deleteProtection: args.protect,
         labels,
       },
-      child,
+      kept,
     );
 
     const cloudInit: CloudInitSettings = {
@@ -141,9 +155,10 @@ export class Host extends pulumi.ComponentResource {
         shutdownBeforeDeletion: true,
         labels,
       },
-      // cloud-init runs once; changing it later must not replace the server (README: "Rebuilding the server").
-      // A replacement must free the Primary IPs and the volume before the new server can take them.
-      { ...child, ignoreChanges: ["userData"], deleteBeforeReplace: true },
+      // cloud-init and Hetzner's SSH keys act once, at creation; changing them later must not replace
+      // the server (README: "Rebuilding the server"). A replacement must free the Primary IPs and the
+      // volume before the new server can take them.
+      { ...kept, ignoreChanges: ["userData", "sshKeys"], deleteBeforeReplace: true },
     );
 
     const attachment = new hcloud.VolumeAttachment(
@@ -152,8 +167,9 @@ export class Host extends pulumi.ComponentResource {
       child,
     );
 
+    const serverIpv6Address = ipv6.ipAddress.apply(serverIpv6);
     new hcloud.Rdns(`${name}-rdns-ipv4`, { primaryIpId: toNumber(ipv4.id), ipAddress: ipv4.ipAddress, dnsPtr: args.fqdn }, child);
-    new hcloud.Rdns(`${name}-rdns-ipv6`, { primaryIpId: toNumber(ipv6.id), ipAddress: server.ipv6Address, dnsPtr: args.fqdn }, child);
+    new hcloud.Rdns(`${name}-rdns-ipv6`, { primaryIpId: toNumber(ipv6.id), ipAddress: serverIpv6Address, dnsPtr: args.fqdn }, child);
 
     this.connection = {
       host: ipv4.ipAddress,
@@ -165,7 +181,7 @@ export class Host extends pulumi.ComponentResource {
     this.attachment = attachment;
 
     this.ipv4 = ipv4.ipAddress;
-    this.ipv6 = server.ipv6Address;
+    this.ipv6 = serverIpv6Address;
     this.serverId = server.id;
     this.volumeId = volume.id;
     this.registerOutputs({ ipv4: this.ipv4, ipv6: this.ipv6, serverId: this.serverId, volumeId: this.volumeId });
@@ -186,8 +202,10 @@ export class Host extends pulumi.ComponentResource {
             connection: this.connection,
             create: roleRunCommand(role.name),
             stdin: role.bundle,
-            // An unchanged bundle costs nothing on `pulumi up`; a changed one runs again.
-            triggers: [pulumi.output(role.bundle).apply(bundleDigest)],
+            // An unchanged bundle on the same server costs nothing on `pulumi up`; a changed bundle, or
+            // a new server (rebuild), runs the role again. The digest is shown in previews: every secret
+            // bundle holds a generated secret, so it reveals nothing.
+            triggers: [pulumi.unsecret(pulumi.output(role.bundle).apply(bundleDigest)), this.serverId],
             logging: "stdoutAndStderr",
           },
           {

@@ -4,10 +4,9 @@ import * as pulumi from "@pulumi/pulumi";
 import { validateConfig } from "../../infra/config";
 import { runWithMocks, settle } from "../../infra/mock-run";
 import { buildStack } from "../../infra/stack";
-import { MAIN_ACCOUNT, MINIMAL_CONFIG, mockCloudOutputs } from "../lib/mock-cloud";
+import { CANNED_ZONES, MINIMAL_CONFIG, cannedZone, mockCloudOutputs } from "../lib/mock-cloud";
 
-const MAIN = MAIN_ACCOUNT;
-const ZONE = "aaaabbbbccccddddeeeeffff00001111";
+const ZONE = CANNED_ZONES[0].id;
 const base = {
   ...MINIMAL_CONFIG,
   extraHostnames: ["grafana"],
@@ -19,7 +18,7 @@ const zoneLookups: Record<string, unknown>[] = [];
 const calls = {
   "cloudflare:index/getZone:getZone": (args: Record<string, unknown>) => {
     zoneLookups.push(args);
-    return { id: ZONE, name: "example.com", account: { id: MAIN } };
+    return cannedZone(args);
   },
 };
 
@@ -44,7 +43,7 @@ test("every name gets proxied A and AAAA records pointing at the Host's Primary 
     assert.equal(record.inputs.content, record.inputs.type === "A" ? "198.51.100.10" : "2001:db8:42::1");
     assert.equal(record.parent, "leaninfra:edge:Edge::edge");
   }
-  assert.deepEqual(zoneLookups, [{ filter: { name: "example.com", account: { id: MAIN } } }], "zone looked up by name in the main account");
+  assert.deepEqual(zoneLookups, [{ filter: { name: "example.com", account: { id: MINIMAL_CONFIG.cloudflareAccountId } } }], "zone looked up by name in the main account");
 });
 
 test("zone settings: ssl strict, always HTTPS, TLS 1.2 minimum, HTTP/3", async () => {

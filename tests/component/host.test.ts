@@ -72,22 +72,29 @@ test("SSH from anywhere appears only when configured", async () => {
   assert.deepEqual(rules.find((r) => r.port === "22")!.sourceIps, ["0.0.0.0/0"]);
 });
 
-test("production is protected: server delete and rebuild protection, IPs and volume too", async () => {
+test("production is protected by Hetzner and by Pulumi: server, IPs and volume", async () => {
   const { one, byType } = await plan("prod", base);
-  const server = one("hcloud:index/server:Server").inputs;
-  assert.equal(server.deleteProtection, true);
-  assert.equal(server.rebuildProtection, true);
-  assert.equal(one("hcloud:index/volume:Volume").inputs.deleteProtection, true);
+  const server = one("hcloud:index/server:Server");
+  assert.equal(server.inputs.deleteProtection, true);
+  assert.equal(server.inputs.rebuildProtection, true);
+  assert.equal(server.options.protect, true);
+  const volume = one("hcloud:index/volume:Volume");
+  assert.equal(volume.inputs.deleteProtection, true);
+  assert.equal(volume.options.protect, true);
   for (const ip of byType("hcloud:index/primaryIp:PrimaryIp")) {
     assert.equal(ip.inputs.deleteProtection, true);
+    assert.equal(ip.options.protect, true);
     assert.equal(ip.inputs.autoDelete, false, "the address survives the server");
   }
+  assert.equal(one("hcloud:index/firewall:Firewall").options.protect, false, "what is rebuilt in seconds stays unprotected");
 });
 
 test("a development stack without protection is unprotected, as configured", async () => {
   const { one } = await plan("dev", { ...base, environment: "development", deleteProtection: false });
-  assert.equal(one("hcloud:index/server:Server").inputs.deleteProtection, false);
-  assert.equal(one("hcloud:index/volume:Volume").inputs.deleteProtection, false);
+  for (const type of ["hcloud:index/server:Server", "hcloud:index/volume:Volume"]) {
+    assert.equal(one(type).inputs.deleteProtection, false);
+    assert.equal(one(type).options.protect, false);
+  }
 });
 
 test("server wiring: its IPs, firewall, key, image, type, location and labels", async () => {
@@ -106,8 +113,8 @@ test("server wiring: its IPs, firewall, key, image, type, location and labels", 
   assert.equal(v4.inputs.location, "hel1");
   assert.deepEqual(server.inputs.labels, { project: "leaninfra", stack: "prod", environment: "production", "leaninfra-host": "host" });
   assert.match(String(server.inputs.userData), /^#cloud-config\n/);
-  // cloud-init runs once: later edits must not replace the server; a replacement frees IPs and volume first.
-  assert.deepEqual(server.options.ignoreChanges, ["userData"]);
+  // cloud-init and Hetzner's keys act once: later edits must not replace the server; a replacement frees IPs and volume first.
+  assert.deepEqual(server.options.ignoreChanges, ["userData", "sshKeys"]);
   assert.equal(server.options.deleteBeforeReplace, true);
   assert.ok(!String(server.inputs.userData).includes("PRIVATE KEY"), "no secrets in user data");
 });
@@ -131,12 +138,12 @@ test("reverse DNS names both addresses after the server", async () => {
   ]);
 });
 
-test("the base role runs over SSH after cloud-init, triggered by its bundle's SHA-256", async () => {
-  const { byType, result } = await plan("prod", base);
+test("the base role runs over SSH after cloud-init, triggered by its bundle's SHA-256 and the server it runs on", async () => {
+  const { byType, result, one } = await plan("prod", base);
   const cmd = byType("command:remote:Command").find((r) => r.name === "host-role-base")!;
   const bundle = result.rendered["bundles/base.sh"];
   assert.equal(cmd.inputs.stdin, bundle);
-  assert.deepEqual(cmd.inputs.triggers, [bundleDigest(bundle)]);
+  assert.deepEqual(cmd.inputs.triggers, [bundleDigest(bundle), one("hcloud:index/server:Server").id]);
   assert.match(bundleDigest(bundle), /^[0-9a-f]{64}$/);
   const connection = cmd.inputs.connection as Record<string, unknown>;
   assert.equal(connection.host, "198.51.100.10");

@@ -3,6 +3,7 @@ import test from "node:test";
 import { parse } from "yaml";
 import { USER_DATA_LIMIT, bootFiles, renderCloudInit } from "../../components/host/cloud-init";
 import { firewallRules } from "../../components/host/firewall";
+import { serverIpv6 } from "../../components/host";
 
 const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHn9lq7g1xv3Y2Yl7Zb3eVq9tW4k8dG0ZcU2n6pYb1Xq owner@laptop";
 const settings = { hostname: "app", fqdn: "app.example.com", adminUser: "ops", adminSshPublicKey: KEY, swapSizeMb: 2048, journalMaxUseMb: 1024 };
@@ -70,4 +71,10 @@ test("firewall rules: web from Cloudflare when proxied, from anywhere when not",
 
 test("firewall rules refuse to run with an empty Cloudflare list", () => {
   assert.throws(() => firewallRules({ sshAllowFrom: ["203.0.113.7/32"], cdnProxy: true, cdnRanges: { ipv4Cidrs: [], ipv6Cidrs: [] } }), /ranges are empty/);
+});
+
+test("the server's IPv6 address is ::1 in its Primary IP's /64, as Hetzner configures it", () => {
+  assert.equal(serverIpv6("2a01:4f8:c17:1234::"), "2a01:4f8:c17:1234::1");
+  assert.equal(serverIpv6("2a01:4f8:c17:1234::/64"), "2a01:4f8:c17:1234::1");
+  assert.equal(serverIpv6("2001:db8:42::"), "2001:db8:42::1");
 });
