@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Builds the Pulumi CLI and its Node.js language host from Go modules into a cache, once per machine.
+# pkg/v3's go.mod has `replace` lines, so `go install` refuses it: a small wrapper main module takes
+# its go.mod, renames the module, drops the local sdk replace, and builds the command from there.
+# The language host's own module is not served; sdk/v3@v3.68.0 still carries it and runs with this CLI.
+set -euo pipefail
+
+cli_version=v3.274.1
+langhost_sdk=v3.68.0
+cache=${LEANINFRA_ROOT_CACHE:-/var/cache/leaninfra}
+out="$cache/tools/pulumi-$cli_version"
+export PATH="$PATH:/usr/local/go/bin" GOTOOLCHAIN=auto GOFLAGS=-mod=mod
+
+if [[ -x "$out/pulumi" && -x "$out/pulumi-language-nodejs" ]]; then
+  echo "$out"
+  exit 0
+fi
+mkdir -p "$cache/tools"
+exec 9>"$cache/tools/.pulumi.lock"
+flock 9
+if [[ -x "$out/pulumi" && -x "$out/pulumi-language-nodejs" ]]; then
+  echo "$out"
+  exit 0
+fi
+echo "build-pulumi: building the Pulumi CLI $cli_version and its Node.js language host (once per machine, about 10 CPU-minutes)" >&2
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# build_wrapper DIR MODULE VERSION COMMAND_PACKAGE OUTPUT LDFLAGS
+build_wrapper() {
+  local dir=$1 module=$2 version=$3 pkg=$4 output=$5 ldflags=$6 gomod
+  mkdir -p "$dir"
+  gomod=$(go mod download -json "$module@$version" | sed -n 's/^\t"GoMod": "\(.*\)",$/\1/p')
+  [[ -f "$gomod" ]] || { echo "build-pulumi: no go.mod for $module@$version" >&2; return 1; }
+  sed -e "s#^module .*#module leaninfra.test/wrapper#" \
+      -e '/^replace github.com\/pulumi\/pulumi\/sdk\/v3 => /d' "$gomod" >"$dir/go.mod"
+  printf '//go:build tools\n\npackage tools\n\nimport _ "%s"\n' "$pkg" >"$dir/tools.go"
+  (
+    cd "$dir"
+    go mod edit -require="$module@$version"
+    [[ "$module" == github.com/pulumi/pulumi/sdk/v3 ]] || go mod edit -require="github.com/pulumi/pulumi/sdk/v3@$version"
+    go mod tidy -e >/dev/null 2>&1 || true
+    go build -trimpath -ldflags "$ldflags" -o "$output" "$pkg"
+  )
+}
+
+mkdir -p "$out.tmp"
+build_wrapper "$work/cli" github.com/pulumi/pulumi/pkg/v3 "$cli_version" \
+  github.com/pulumi/pulumi/pkg/v3/cmd/pulumi "$out.tmp/pulumi" \
+  "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$cli_version"
+build_wrapper "$work/langhost" github.com/pulumi/pulumi/sdk/v3 "$langhost_sdk" \
+  github.com/pulumi/pulumi/sdk/v3/nodejs/cmd/pulumi-language-nodejs "$out.tmp/pulumi-language-nodejs" \
+  "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$langhost_sdk"
+rm -rf "$out"
+mv "$out.tmp" "$out"
+echo "$out"

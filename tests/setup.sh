@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Everything `npm test` needs on a Debian machine, installed once and then found in place: Debian's
+# packages (as root, `apt-get update` first), versitygw (the S3 server of the backup tests) and the
+# Pulumi CLI with its Node.js language host (the engine tests), both built from Go modules and cached
+# under /var/cache/leaninfra (LEANINFRA_ROOT_CACHE). A second run costs a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive PATH="$PATH:/usr/local/go/bin"
+
+# Packages: shellcheck for the bundle checks; debootstrap + systemd-container: the Debian 13 root the role tests
+# run in; util-linux (losetup, nsenter, flock), e2fsprogs (mkfs.ext4), iproute2 (ip): the volume and
+# booted-root tests; curl, openssl: test clients and the test PKI.
+packages=(ca-certificates curl debian-archive-keyring debootstrap e2fsprogs iproute2 openssl systemd-container shellcheck util-linux)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: missing Debian packages: ${missing[*]}; run as root: apt-get update && apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "== setup: installing ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v go >/dev/null || { echo "setup: Go (>= 1.21) is needed to build versitygw and the Pulumi CLI; install it to /usr/local/go" >&2; exit 1; }
+cache=${LEANINFRA_ROOT_CACHE:-/var/cache/leaninfra}
+if [[ ! -x "$cache/tools/versitygw-v1.8.0/versitygw" ]]; then
+  echo "== setup: building versitygw v1.8.0 (once per machine, a few minutes)"
+  GOBIN="$cache/tools/versitygw-v1.8.0" GOTOOLCHAIN=auto go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
+fi
+echo "== setup: Pulumi CLI in $(bash tests/engine/build-pulumi.sh)"
