@@ -12,10 +12,18 @@ export const REPO_ROOT = path.resolve(__dirname, "..", "..");
 const BUILD_SCRIPT = path.join(__dirname, "build-pulumi.sh");
 const STAND_IN = path.join(__dirname, "standins", "provider.ts");
 /** What a fork holds besides node_modules (linked) and git: the program and its stack file. */
-const PROJECT_FILES = ["Pulumi.yaml", "Pulumi.prod.yaml", "package.json", "package-lock.json", "tsconfig.json", "infra", "components"];
+export const PROJECT_FILES = ["Pulumi.yaml", "Pulumi.prod.yaml", "package.json", "package-lock.json", "tsconfig.json", "infra", "components"];
 export const PASSPHRASE = "correct horse battery staple";
 
 let toolsDir: string | undefined;
+
+/** The directory of the `pulumi` on PATH when its Node.js language host is there too, else undefined. */
+export function installedPulumi(): string | undefined {
+  for (const dir of (process.env.PATH ?? "").split(":")) {
+    if (dir && fs.existsSync(path.join(dir, "pulumi")) && fs.existsSync(path.join(dir, "pulumi-language-nodejs"))) return dir;
+  }
+  return undefined;
+}
 
 /** The directory holding `pulumi` and `pulumi-language-nodejs`, built once per machine (cached). */
 export function pulumiTools(): string {
@@ -56,14 +64,15 @@ export class EngineWorkspace {
   readonly project: string;
   private readonly tools: string;
 
-  constructor() {
-    this.tools = pulumiTools();
+  /** `tools`: the directory of `pulumi` and its language host (default: the pinned build). */
+  constructor(options: { tools?: string; projectFiles?: string[] } = {}) {
+    this.tools = options.tools ?? pulumiTools();
     this.root = fs.mkdtempSync(path.join(os.tmpdir(), "leaninfra-engine-"));
     this.home = path.join(this.root, "home");
     this.project = path.join(this.root, "project");
     fs.mkdirSync(path.join(this.home, ".pulumi"), { recursive: true });
     fs.mkdirSync(this.project);
-    for (const file of PROJECT_FILES) fs.cpSync(path.join(REPO_ROOT, file), path.join(this.project, file), { recursive: true });
+    for (const file of options.projectFiles ?? PROJECT_FILES) fs.cpSync(path.join(REPO_ROOT, file), path.join(this.project, file), { recursive: true });
     fs.symlinkSync(path.join(REPO_ROOT, "node_modules"), path.join(this.project, "node_modules"));
     this.installStandIns();
   }

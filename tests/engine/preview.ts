@@ -1,0 +1,74 @@
+// `npm run preview [-- --stack NAME] [-- --offline]`: the real engine's `pulumi preview --diff`, as
+// merge-request pipelines run it.
+//   online (default): against the stack's own backend, with the real provider plugins and credentials;
+//   --offline: no account, no network: the stand-in plugins, a throwaway local backend, the stack
+//   file's settings with its encrypted values replaced by placeholders. It shows what the engine
+//   would create from scratch, so it checks the config schema, the program and the providers'
+//   input checks, not the difference from your running stack.
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { parseArgs } from "node:util";
+import { parseDocument } from "yaml";
+import { EngineWorkspace, PROJECT_FILES, installedPulumi, pulumiTools } from "./workspace";
+
+/** The required secrets a fresh stack needs before `pulumi preview` (README step 5). */
+const REQUIRED_SECRETS = ["hcloud:token", "cloudflare:apiToken", "leaninfra:backupApiToken"];
+
+/**
+ * The stack file with what only its own secrets provider can read taken out: the encrypted values
+ * (returned, to be set again as placeholders) and the provider's salt or key.
+ */
+export function offlineStackFile(text: string): { text: string; encryptedKeys: string[] } {
+  const doc = parseDocument(text);
+  for (const key of ["encryptionsalt", "encryptedkey", "secretsprovider"]) doc.delete(key);
+  const config = doc.get("config", true) as { items?: { key: { value?: unknown } | unknown; value: unknown }[] } | undefined;
+  const encryptedKeys: string[] = [];
+  for (const pair of config?.items ?? []) {
+    const value = pair.value as { get?(k: string): unknown; has?(k: string): boolean } | undefined;
+    if (value?.has?.("secure")) encryptedKeys.push(String((pair.key as { value?: unknown }).value ?? pair.key));
+  }
+  for (const key of encryptedKeys) doc.deleteIn(["config", key]);
+  return { text: doc.toString(), encryptedKeys };
+}
+
+function offline(stack: string): number {
+  const stackFile = `Pulumi.${stack}.yaml`;
+  if (!fs.existsSync(stackFile)) {
+    console.error(`preview: no ${stackFile} here`);
+    return 2;
+  }
+  const ws = new EngineWorkspace({ tools: installedPulumi() ?? pulumiTools(), projectFiles: PROJECT_FILES.filter((f) => !/^Pulumi\..+\.yaml$/.test(f) || f === "Pulumi.yaml") });
+  try {
+    const { text, encryptedKeys } = offlineStackFile(fs.readFileSync(stackFile, "utf8"));
+    fs.writeFileSync(path.join(ws.project, stackFile), text);
+    const steps: [string, string?][] = [['mkdir -p ~/.leaninfra-state && pulumi login "file://$HOME/.leaninfra-state"'], [`pulumi stack init ${stack}`]];
+    for (const key of new Set([...REQUIRED_SECRETS, ...encryptedKeys])) steps.push([`pulumi config set --secret ${key}`, "offline-placeholder-0123456789"]);
+    for (const [line, stdin] of steps) {
+      const r = ws.shell(line, { stdin });
+      if (r.code !== 0) {
+        console.error(`preview: ${line} failed:\n${r.output}`);
+        return 1;
+      }
+    }
+    console.log(`Offline preview of ${stackFile} with stand-in providers (encrypted values replaced by placeholders: ${[...new Set([...REQUIRED_SECRETS, ...encryptedKeys])].join(", ")})\n`);
+    const r = spawnSync("pulumi", ["preview", "--diff"], { cwd: ws.project, env: ws.env(), stdio: "inherit" });
+    return r.status ?? 1;
+  } finally {
+    ws.dispose();
+  }
+}
+
+function online(stack: string, rest: string[]): number {
+  const r = spawnSync("pulumi", ["preview", "--diff", "--stack", stack, ...rest], { stdio: "inherit" });
+  if (r.error) {
+    console.error(`preview: cannot run pulumi (${r.error.message}); install the Pulumi CLI, or use --offline`);
+    return 2;
+  }
+  return r.status ?? 1;
+}
+
+if (require.main === module) {
+  const { values, positionals } = parseArgs({ options: { stack: { type: "string", default: "prod" }, offline: { type: "boolean", default: false } }, allowPositionals: true });
+  process.exitCode = values.offline ? offline(values.stack) : online(values.stack, positionals);
+}
