@@ -512,6 +512,15 @@ export class ConfigError extends Error {
   }
 }
 
+// Hetzner's rule for label values (API reference, "Labels"); the stack name labels every server resource.
+const HETZNER_LABEL_VALUE = /^([a-zA-Z0-9]([-_.a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)?$/;
+
+/** The stack name becomes a Hetzner label value, which Pulumi's longer or edge-punctuated names can break. */
+export function stackNameProblem(stack: string): string | undefined {
+  if (HETZNER_LABEL_VALUE.test(stack)) return undefined;
+  return `stack name: "${stack}" cannot label Hetzner resources (accepted: up to 63 letters, digits, "-", "_" and ".", starting and ending with a letter or digit); create the stack under a shorter name`;
+}
+
 /** leaninfra-<stack>-backups, with the stack name folded into what R2 accepts. */
 export function defaultBucketName(stack: string): string {
   const slug = stack.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 40) || "stack";
@@ -619,6 +628,8 @@ export function validateConfig(stack: string, raw: Record<string, unknown>, encr
     problems.push(`${PROJECT}:${keyPath(p.path)}: ${shown(p.input)} ${p.message}`);
   }
   if (encryptedKeys) problems.push(...plaintextSecretProblems(raw, encryptedKeys));
+  const stackProblem = stackNameProblem(stack);
+  if (stackProblem) problems.push(stackProblem);
   if (!result.success || problems.length > 0) throw new ConfigError(stack, problems);
   const cfg = result.data;
   return Object.freeze({

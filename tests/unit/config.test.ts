@@ -202,6 +202,15 @@ test("a secret key set in plain text is refused, without showing its value; encr
   assert.equal(validateConfig("prod", { ...valid, appRegistryPassword: "" }, []).domain, "example.com", "the empty default is not a secret");
 });
 
+test("a stack name that cannot be a Hetzner label value is refused, with what is accepted", () => {
+  for (const good of ["prod", "Team_Staging", "a", "x".repeat(63), "v1.2-eu"]) assert.doesNotThrow(() => validateConfig(good, valid), good);
+  for (const bad of ["x".repeat(64), "-prod", "prod_", ".x"]) {
+    assert.deepEqual(problems(valid, bad), [
+      `stack name: "${bad}" cannot label Hetzner resources (accepted: up to 63 letters, digits, "-", "_" and ".", starting and ending with a letter or digit); create the stack under a shorter name`,
+    ]);
+  }
+});
+
 test("overrides make the refused combinations acceptable", () => {
   assert.equal(validateConfig("prod", { ...valid, deleteProtection: false, allowUnprotectedProduction: true }).deleteProtection, false);
   assert.equal(validateConfig("dev", { ...valid, environment: "development", deleteProtection: false }).deleteProtection, false);
