@@ -1,6 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import { appRole, dockerRole } from "../components/app";
+import { appSettingsProblems } from "../components/app/settings";
 import { BackupBucket, S3Settings } from "../components/backup-bucket";
 import { backupsRole } from "../components/backups";
 import { baseRole } from "../components/base";
@@ -44,6 +45,53 @@ export function roleFromOutputs<T>(
     preview: renderRoleBundle(build(placeholder)),
     dependsOn,
   };
+}
+
+/** The app's settings that come from plain config. */
+function appBaseSettings(cfg: StackConfig) {
+  return {
+    image: cfg.appImage,
+    tag: cfg.appTag,
+    env: [...cfg.appEnv],
+    containerPort: cfg.appPort,
+    healthPath: cfg.appHealthPath,
+    healthTimeoutSeconds: cfg.appHealthTimeoutSeconds,
+    drainSeconds: cfg.appDrainSeconds,
+    keepImages: cfg.appKeepImages,
+    migrationCommand: cfg.appMigrationCommand.length ? [...cfg.appMigrationCommand] : undefined,
+    registryUser: cfg.appRegistryUser || undefined,
+  };
+}
+
+const APP_SETTING_KEYS: Record<string, string> = {
+  image: "appImage",
+  tag: "appTag",
+  env: "appEnv",
+  secretEnv: "appSecretEnv",
+  registryUser: "appRegistryUser",
+  registryPassword: "appRegistryPassword",
+  containerPort: "appPort",
+  healthPath: "appHealthPath",
+};
+
+/**
+ * The app role's own checks on the app's secret settings, run on their clear values before anything
+ * is registered (the engine hands the program decrypted config), so a bad secret stops `pulumi up` at
+ * the start instead of failing the app role after the server exists. Problems name the config key;
+ * secret values are never quoted (appSettingsProblems does not quote them).
+ */
+export function appSecretProblems(cfg: StackConfig, secrets: { appSecretEnv?: string; appRegistryPassword?: string }): string[] {
+  if (!cfg.appImage) return [];
+  const problems = appSettingsProblems({
+    ...appBaseSettings(cfg),
+    databaseUrl: `postgresql://${cfg.postgresUser}:${PLACEHOLDER_SECRET}@${LAYOUT.dockerHostName}:${POSTGRES_DEFAULT_PORT}/${cfg.postgresDatabase}`,
+    secretEnv: secrets.appSecretEnv ?? "",
+    registryPassword: secrets.appRegistryPassword || undefined,
+  });
+  return problems.map((problem) => {
+    const field = /^[a-zA-Z]+/.exec(problem)?.[0] ?? "";
+    return APP_SETTING_KEYS[field] ? `${PROJECT}:${APP_SETTING_KEYS[field]}${problem.slice(field.length)}` : `${PROJECT}: app ${problem}`;
+  });
 }
 
 export interface RoleInputs {
@@ -143,18 +191,7 @@ export function stackRoles({ cfg, edge, backups, cdnRanges }: RoleInputs): {
     const secrets: pulumi.Output<AppSecrets> = pulumi
       .all([urls.databaseUrl, urls.redisUrl, config.getSecret("appSecretEnv"), config.getSecret("appRegistryPassword")])
       .apply(([databaseUrl, redisUrl, secretEnv, registryPassword]) => ({ databaseUrl, redisUrl, secretEnv, registryPassword }));
-    const appBase = {
-      image: cfg.appImage,
-      tag: cfg.appTag,
-      env: [...cfg.appEnv],
-      containerPort: cfg.appPort,
-      healthPath: cfg.appHealthPath,
-      healthTimeoutSeconds: cfg.appHealthTimeoutSeconds,
-      drainSeconds: cfg.appDrainSeconds,
-      keepImages: cfg.appKeepImages,
-      migrationCommand: cfg.appMigrationCommand.length ? [...cfg.appMigrationCommand] : undefined,
-      registryUser: cfg.appRegistryUser || undefined,
-    };
+    const appBase = appBaseSettings(cfg);
     const placeholderUrl = `postgresql://${cfg.postgresUser}:${PLACEHOLDER_SECRET}@${LAYOUT.dockerHostName}:${POSTGRES_DEFAULT_PORT}/${cfg.postgresDatabase}`;
     roles.push(
       roleFromOutputs<AppSecrets>(

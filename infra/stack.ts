@@ -5,7 +5,7 @@ import { Edge } from "../components/edge";
 import { zoneAccountProblem } from "../components/edge/rules";
 import { Host } from "../components/host";
 import { ConfigError, PROJECT, StackConfig, validateConfig } from "./config";
-import { stackRoles } from "./roles";
+import { appSecretProblems, stackRoles } from "./roles";
 
 /** Project config as Pulumi hands it to the program: keys without the `leaninfra:` prefix. */
 export function projectConfig(all: Record<string, string> = pulumi.runtime.allConfig()): Record<string, string> {
@@ -27,7 +27,11 @@ export function encryptedConfigKeys(): string[] {
 /** Validates the stack's config; invalid config stops the program before any resource exists. */
 export function loadStackConfig(): StackConfig {
   try {
-    return validateConfig(pulumi.getStack(), projectConfig(), encryptedConfigKeys());
+    const raw = projectConfig();
+    const cfg = validateConfig(pulumi.getStack(), raw, encryptedConfigKeys());
+    const secretProblems = appSecretProblems(cfg, raw);
+    if (secretProblems.length) throw new ConfigError(cfg.stack, secretProblems);
+    return cfg;
   } catch (error) {
     // RunError is shown to the user without a stack trace, and `pulumi up` exits non-zero.
     if (error instanceof ConfigError) throw new pulumi.RunError(error.message);

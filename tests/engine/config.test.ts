@@ -47,6 +47,23 @@ test("invalid config stops `pulumi preview` and `pulumi up` with every problem, 
   }
 });
 
+test("bad secret values stop `pulumi up` before anything is created, named by key and never quoted", () => {
+  ok(ws.pulumi(["config", "set", "--secret", "leaninfra:appSecretEnv"], { stdin: "pasted-token-without-a-key\n" }), "config set --secret");
+  set("leaninfra:appRegistryUser", "deploy");
+  try {
+    const run = ws.pulumi(["up"]);
+    assertRefused(run, "pulumi up");
+    assert.match(run.output, /Stack "prod" has 2 configuration problems; nothing was created:/);
+    assert.match(run.output, /leaninfra:appSecretEnv line 1: this line is not KEY=value/);
+    assert.match(run.output, /leaninfra:appRegistryPassword: registryUser and registryPassword go together/);
+    assert.ok(!run.output.includes("pasted-token-without-a-key"), "the secret is not quoted back");
+    assert.deepEqual(exportStack(ws).resources, [], "no resource was created");
+  } finally {
+    ok(ws.pulumi(["config", "rm", "leaninfra:appSecretEnv"]), "config rm");
+    ok(ws.pulumi(["config", "rm", "leaninfra:appRegistryUser"]), "config rm");
+  }
+});
+
 test("Pulumi.yaml's types are enforced by the CLI itself", () => {
   set("leaninfra:volumeSizeGb", "lots");
   try {

@@ -5,6 +5,7 @@ import test from "node:test";
 import { parse } from "yaml";
 import { ConfigError, cidrProblem, pulumiConfigDeclarations, validateConfig } from "../../infra/config";
 import { PROJECT_FILE, renderProjectFile } from "../../infra/project-file";
+import { appSecretProblems } from "../../infra/roles";
 
 const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHn9lq7g1xv3Y2Yl7Zb3eVq9tW4k8dG0ZcU2n6pYb1Xq owner@laptop";
 const MAIN_ACCOUNT = "0123456789abcdef0123456789abcdef";
@@ -249,4 +250,21 @@ test("the example prod stack is valid and protected", () => {
   assert.equal(cfg.isProduction, true);
   assert.equal(cfg.deleteProtection, true);
   assert.ok(cfg.sshAllowFrom.every((n) => !n.endsWith("/0")));
+});
+
+test("secret values get the app role's own checks before anything is registered, named by config key, never quoted", () => {
+  const cfg = validateConfig("prod", { ...valid, appImage: "ghcr.io/acme/shop", appTag: "1.0.0", appEnv: ["LOG_LEVEL=info"] });
+  assert.deepEqual(appSecretProblems(cfg, { appSecretEnv: "SESSION_SECRET=x\n# note\nA=1" }), []);
+  const problems = appSecretProblems(cfg, { appSecretEnv: "pasted-secret\nLOG_LEVEL=debug\nDATABASE_URL=postgres://x" });
+  assert.deepEqual(problems, [
+    "leaninfra:appSecretEnv line 1: this line is not KEY=value with KEY made of letters, digits and _ (not starting with a digit)",
+    "leaninfra:appSecretEnv line 2: LOG_LEVEL is already set by env[0]",
+    "leaninfra:appSecretEnv line 3: DATABASE_URL is set by the deploy itself (RELEASE, PORT, DATABASE_URL, REDIS_URL); use databaseUrl/redisUrl, or another name",
+  ]);
+  assert.ok(problems.every((p) => !p.includes("pasted-secret") && !p.includes("debug")));
+  const withUser = validateConfig("prod", { ...valid, appImage: "ghcr.io/acme/shop", appRegistryUser: "deploy" });
+  assert.deepEqual(appSecretProblems(withUser, {}), [
+    "leaninfra:appRegistryPassword: registryUser and registryPassword go together: set both for a private registry, or neither",
+  ]);
+  assert.deepEqual(appSecretProblems(withUser, { appRegistryPassword: "token" }), []);
 });
