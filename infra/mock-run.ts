@@ -1,6 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import cloudflareIps from "./data/cloudflare-ips.json";
-import permissionGroups from "./data/cloudflare-permission-groups.json";
+import { SNAPSHOT_CALLS } from "./offline-calls";
 
 /** What the offline plan and the component tests see of one registered resource. */
 export interface RecordedResource {
@@ -39,19 +38,9 @@ export interface MockRunOptions {
   computed?: (resource: RecordedResource) => Record<string, unknown>;
 }
 
-/** Offline answers to provider look-ups: dated snapshots kept in the repository. */
+/** Offline answers to provider look-ups: the dated snapshots, and the zone as unknown. */
 export const OFFLINE_CALLS: Record<string, (args: Record<string, unknown>) => Record<string, unknown>> = {
-  "cloudflare:index/getIpRanges:getIpRanges": () => ({
-    ipv4Cidrs: cloudflareIps.ipv4Cidrs,
-    ipv6Cidrs: cloudflareIps.ipv6Cidrs,
-    jdcloudCidrs: [],
-    etag: `snapshot-${cloudflareIps.recordedOn}`,
-  }),
-  "cloudflare:index/getAccountApiTokenPermissionGroupsList:getAccountApiTokenPermissionGroupsList": (args) => ({
-    accountId: args.accountId,
-    name: args.name,
-    results: permissionGroups.results.filter((group) => args.name === undefined || group.name === args.name),
-  }),
+  ...SNAPSHOT_CALLS,
   // Account-specific: only the live account knows the zone's id, so offline it stays unknown.
   "cloudflare:index/getZone:getZone": (args) => ({
     ...args,

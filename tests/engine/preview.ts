@@ -38,7 +38,7 @@ function offline(stack: string): number {
     console.error(`preview: no ${stackFile} here`);
     return 2;
   }
-  const ws = new EngineWorkspace({ tools: installedPulumi() ?? pulumiTools(), projectFiles: PROJECT_FILES.filter((f) => !/^Pulumi\..+\.yaml$/.test(f) || f === "Pulumi.yaml") });
+  const ws = new EngineWorkspace({ tools: installedPulumi() ?? pulumiTools(), typeCheck: true, projectFiles: PROJECT_FILES.filter((f) => !/^Pulumi\..+\.yaml$/.test(f) || f === "Pulumi.yaml") });
   try {
     const { text, encryptedKeys } = offlineStackFile(fs.readFileSync(stackFile, "utf8"));
     fs.writeFileSync(path.join(ws.project, stackFile), text);

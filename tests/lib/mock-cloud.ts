@@ -1,6 +1,6 @@
 // The one source of canned cloud values: Pulumi's mocks (component tests) and the engine tier's
 // stand-in provider plugins both answer from here, so the two tiers see the same cloud.
-import { RecordedResource } from "../../infra/mock-run";
+import type { RecordedResource } from "../../infra/mock-run";
 
 export const SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHn9lq7g1xv3Y2Yl7Zb3eVq9tW4k8dG0ZcU2n6pYb1Xq owner@laptop";
 export const MAIN_ACCOUNT = "0123456789abcdef0123456789abcdef";

@@ -12,10 +12,9 @@
 //   tls         hashicorp/terraform-provider-tls d72d90e1 internal/provider/resource_*.go;
 //   command     pulumi/pulumi-command v1.2.1 provider/pkg/provider/remote (only `triggers` replaces;
 //               any other input change is an update that runs the command again).
-import * as pulumi from "@pulumi/pulumi";
 import ipaddr from "ipaddr.js";
 import { z } from "zod";
-import { OFFLINE_CALLS } from "../../../infra/mock-run";
+import { SNAPSHOT_CALLS } from "../../../infra/offline-calls";
 import { CannedResource, cannedZone, mockCloudOutputs } from "../../lib/mock-cloud";
 
 export const PACKAGES = ["hcloud", "cloudflare", "random", "tls", "command"] as const;
@@ -30,10 +29,12 @@ export function packageVersion(pkg: PackageName): string {
   return (require(`@pulumi/${pkg}/package.json`) as { version: string }).version;
 }
 
-const UNKNOWN = pulumi.runtime.unknownValue;
-const SIG = pulumi.runtime.specialSigKey;
-const SECRET_SIG = pulumi.runtime.specialSecretSig;
-const OUTPUT_SIG = "d0e6a833031e9bbcd3f4e8bde6ca49a4";
+// Pulumi's wire constants (sdk/nodejs/runtime/rpc.ts), written out so that a stand-in starts without
+// loading the whole SDK: each engine command starts one plugin process per provider.
+export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
+export const SIG = "4dabf18193072939515e22adb298388d";
+export const SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270";
+export const OUTPUT_SIG = "d0e6a833031e9bbcd3f4e8bde6ca49a4";
 
 /** A value as the provider sees it, with secret and output wrappers taken off (unknowns stay unknown). */
 export function plain(value: unknown): unknown {
@@ -297,7 +298,7 @@ export interface PackageCatalog {
   functions: Record<string, (args: Record<string, unknown>) => Record<string, unknown>>;
 }
 
-const offline = (token: string) => OFFLINE_CALLS[token];
+const offline = (token: string) => SNAPSHOT_CALLS[token];
 
 export const CATALOG: Record<PackageName, PackageCatalog> = {
   hcloud: { resources: hcloud, functions: {} },
@@ -329,6 +330,12 @@ export function computedKeys(type: string): Set<string> {
 export function problems(spec: ResourceSpec, inputs: Record<string, unknown>): { property: string; reason: string }[] {
   const values = plain(inputs) as Record<string, unknown>;
   const result = spec.inputs.safeParse(values);
-  const issues = result.success ? [] : result.error.issues.map((issue) => ({ property: issue.path.join("."), reason: issue.message }));
+  // A value that is not unknown failed its schema: report the schema's own issue, not "invalid union".
+  const flatten = (issue: z.core.$ZodIssue, prefix: PropertyKey[]): { property: string; reason: string }[] => {
+    const path = [...prefix, ...issue.path];
+    if (issue.code === "invalid_union" && issue.errors.length === 2) return issue.errors[1].flatMap((inner) => flatten(inner, path));
+    return [{ property: path.map(String).join("."), reason: issue.message }];
+  };
+  const issues = result.success ? [] : result.error.issues.flatMap((issue) => flatten(issue, []));
   return [...issues, ...(spec.crossCheck?.(values) ?? [])];
 }
