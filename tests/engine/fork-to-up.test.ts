@@ -157,6 +157,22 @@ test("the README's rebuild replaces only the server, keeps its addresses, volume
   assert.deepEqual(changes(previewSteps(ws).steps), [], "and the stack matches the program");
 });
 
+test("unprotected, a new location plans to replace the server, both addresses and the volume: Hetzner binds them to a location", () => {
+  ok(ws.shell("pulumi config set leaninfra:allowUnprotectedProduction true && pulumi config set leaninfra:deleteProtection false && pulumi up"), "lift protection");
+  ok(ws.pulumi(["config", "set", "leaninfra:location", "hel1"]), "config set location");
+  try {
+    const { steps, run } = previewSteps(ws);
+    record(run);
+    const replaced = changes(steps).filter((s) => s.op === "replace").map((s) => s.key).sort();
+    for (const key of ["hcloud:index/primaryIp:PrimaryIp::host-ipv4", "hcloud:index/primaryIp:PrimaryIp::host-ipv6", "hcloud:index/server:Server::host-server", "hcloud:index/volume:Volume::host-data"]) {
+      assert.ok(replaced.includes(key), `${key} is replaced:\n${describeSteps(changes(steps))}`);
+    }
+  } finally {
+    ok(ws.pulumi(["config", "set", "leaninfra:location", "fsn1"]), "config set location back");
+    ok(ws.shell("pulumi config set leaninfra:deleteProtection true && pulumi config rm leaninfra:allowUnprotectedProduction && pulumi up"), "protection back");
+  }
+});
+
 test("no secret appears in clear in `pulumi stack export` or in anything the CLI printed", () => {
   const plainExport = exportStack(ws);
   const shown = exportStack(ws, true);

@@ -15,6 +15,11 @@ import { EngineWorkspace, PROJECT_FILES, installedPulumi, pulumiTools } from "./
 /** The required secrets a fresh stack needs before `pulumi preview` (README step 5). */
 const REQUIRED_SECRETS = ["hcloud:token", "cloudflare:apiToken", "leaninfra:backupApiToken"];
 
+/** A stand-in for an encrypted value that the program's checks accept (the app's secret environment is KEY=value lines). */
+function placeholder(key: string): string {
+  return key === "leaninfra:appSecretEnv" ? "OFFLINE_PLACEHOLDER=0123456789" : "offline-placeholder-0123456789";
+}
+
 /**
  * The stack file with what only its own secrets provider can read taken out: the encrypted values
  * (returned, to be set again as placeholders) and the provider's salt or key.
@@ -43,7 +48,7 @@ function offline(stack: string): number {
     const { text, encryptedKeys } = offlineStackFile(fs.readFileSync(stackFile, "utf8"));
     fs.writeFileSync(path.join(ws.project, stackFile), text);
     const steps: [string, string?][] = [['mkdir -p ~/.leaninfra-state && pulumi login "file://$HOME/.leaninfra-state"'], [`pulumi stack init ${stack}`]];
-    for (const key of new Set([...REQUIRED_SECRETS, ...encryptedKeys])) steps.push([`pulumi config set --secret ${key}`, "offline-placeholder-0123456789"]);
+    for (const key of new Set([...REQUIRED_SECRETS, ...encryptedKeys])) steps.push([`pulumi config set --secret ${key}`, placeholder(key)]);
     for (const [line, stdin] of steps) {
       const r = ws.shell(line, { stdin });
       if (r.code !== 0) {
