@@ -1,5 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { SNAPSHOT_CALLS } from "./offline-calls";
+import { urnTypeAndName } from "./urn";
 
 /** What the offline plan and the component tests see of one registered resource. */
 export interface RecordedResource {
@@ -83,9 +84,8 @@ interface RegisterRequest {
 
 function parentKey(parentUrn: string): string | undefined {
   if (!parentUrn) return undefined;
-  const parts = parentUrn.split("::");
-  const type = parts[parts.length - 2].split("$").pop();
-  return `${type}::${parts[parts.length - 1]}`;
+  const { type, name } = urnTypeAndName(parentUrn);
+  return `${type}::${name}`;
 }
 
 /**

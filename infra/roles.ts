@@ -47,6 +47,11 @@ export function roleFromOutputs<T>(
   };
 }
 
+/** DATABASE_URL with the placeholder password: the plan's app bundle and the up-front secret checks. */
+function placeholderDatabaseUrl(cfg: StackConfig): string {
+  return `postgresql://${cfg.postgresUser}:${PLACEHOLDER_SECRET}@${LAYOUT.dockerHostName}:${POSTGRES_DEFAULT_PORT}/${cfg.postgresDatabase}`;
+}
+
 /** The app's settings that come from plain config. */
 function appBaseSettings(cfg: StackConfig) {
   return {
@@ -84,7 +89,7 @@ export function appSecretProblems(cfg: StackConfig, secrets: { appSecretEnv?: st
   if (!cfg.appImage) return [];
   const problems = appSettingsProblems({
     ...appBaseSettings(cfg),
-    databaseUrl: `postgresql://${cfg.postgresUser}:${PLACEHOLDER_SECRET}@${LAYOUT.dockerHostName}:${POSTGRES_DEFAULT_PORT}/${cfg.postgresDatabase}`,
+    databaseUrl: placeholderDatabaseUrl(cfg),
     secretEnv: secrets.appSecretEnv ?? "",
     registryPassword: secrets.appRegistryPassword || undefined,
   });
@@ -192,13 +197,12 @@ export function stackRoles({ cfg, edge, backups, cdnRanges }: RoleInputs): {
       .all([urls.databaseUrl, urls.redisUrl, config.getSecret("appSecretEnv"), config.getSecret("appRegistryPassword")])
       .apply(([databaseUrl, redisUrl, secretEnv, registryPassword]) => ({ databaseUrl, redisUrl, secretEnv, registryPassword }));
     const appBase = appBaseSettings(cfg);
-    const placeholderUrl = `postgresql://${cfg.postgresUser}:${PLACEHOLDER_SECRET}@${LAYOUT.dockerHostName}:${POSTGRES_DEFAULT_PORT}/${cfg.postgresDatabase}`;
     roles.push(
       roleFromOutputs<AppSecrets>(
         "app",
         secrets,
         {
-          databaseUrl: placeholderUrl,
+          databaseUrl: placeholderDatabaseUrl(cfg),
           redisUrl: urls.redisUrl ? `redis://default:${PLACEHOLDER_SECRET}@${LAYOUT.dockerHostName}:${REDIS_PORT}/0` : undefined,
           secretEnv: "",
           registryPassword: cfg.appRegistryUser ? PLACEHOLDER_SECRET : "",

@@ -76,11 +76,14 @@ function zoneArgs(cfg: StackConfig): cloudflare.GetZoneArgs {
  * answer). A zone that belongs to another account is refused, since the backup-account check relies on it.
  */
 export function zoneIdFor(cfg: StackConfig): pulumi.Output<string> {
-  return cloudflare.getZoneOutput(zoneArgs(cfg)).apply((z) => {
-    const problem = zoneAccountProblem({ name: z.name, accountId: z.account?.id }, cfg.cloudflareAccountId);
-    if (problem) throw new pulumi.RunError(problem);
-    return z.id;
-  });
+  return cloudflare.getZoneOutput(zoneArgs(cfg)).apply((zone) => zoneIdInAccount(zone, cfg));
+}
+
+/** The zone's id, or a RunError when the zone belongs to another account than cloudflareAccountId. */
+function zoneIdInAccount(zone: cloudflare.GetZoneResult, cfg: StackConfig): string {
+  const problem = zoneAccountProblem({ name: zone.name, accountId: zone.account?.id }, cfg.cloudflareAccountId);
+  if (problem) throw new pulumi.RunError(problem);
+  return zone.id;
 }
 
 /**
@@ -100,9 +103,7 @@ export async function lookUpZone(cfg: StackConfig): Promise<string> {
         "Check the zone's name or id, leaninfra:cloudflareAccountId, and the token's zone permissions.",
     );
   }
-  const problem = zoneAccountProblem({ name: zone.name, accountId: zone.account?.id }, cfg.cloudflareAccountId);
-  if (problem) throw new pulumi.RunError(problem);
-  return zone.id;
+  return zoneIdInAccount(zone, cfg);
 }
 
 export interface BuildOptions {

@@ -1,5 +1,6 @@
 // Helpers for reading what the real engine says: preview steps, stack exports, secrets.
 import assert from "node:assert/strict";
+import { urnTypeAndName } from "../../infra/urn";
 import { show } from "../lib/debian-root";
 import { EngineWorkspace, PulumiRun } from "./workspace";
 
@@ -17,8 +18,8 @@ export function ok(run: PulumiRun, what: string): PulumiRun {
 }
 
 function stepKey(urn: string): string {
-  const parts = urn.split("::");
-  return `${parts[parts.length - 2].split("$").pop()}::${parts[parts.length - 1]}`;
+  const { type, name } = urnTypeAndName(urn);
+  return `${type}::${name}`;
 }
 
 /**

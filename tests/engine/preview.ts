@@ -10,10 +10,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { parseDocument } from "yaml";
-import { EngineWorkspace, PROJECT_FILES, installedPulumi, pulumiTools } from "./workspace";
-
-/** The required secrets a fresh stack needs before `pulumi preview` (README step 5). */
-const REQUIRED_SECRETS = ["hcloud:token", "cloudflare:apiToken", "leaninfra:backupApiToken"];
+import { EngineWorkspace, PROJECT_FILES, REQUIRED_SECRETS, installedPulumi, pulumiTools } from "./workspace";
 
 /** A stand-in for an encrypted value that the program's checks accept (the app's secret environment is KEY=value lines). */
 function placeholder(key: string): string {
@@ -47,16 +44,14 @@ function offline(stack: string): number {
   try {
     const { text, encryptedKeys } = offlineStackFile(fs.readFileSync(stackFile, "utf8"));
     fs.writeFileSync(path.join(ws.project, stackFile), text);
-    const steps: [string, string?][] = [['mkdir -p ~/.leaninfra-state && pulumi login "file://$HOME/.leaninfra-state"'], [`pulumi stack init ${stack}`]];
-    for (const key of new Set([...REQUIRED_SECRETS, ...encryptedKeys])) steps.push([`pulumi config set --secret ${key}`, placeholder(key)]);
-    for (const [line, stdin] of steps) {
-      const r = ws.shell(line, { stdin });
-      if (r.code !== 0) {
-        console.error(`preview: ${line} failed:\n${r.output}`);
-        return 1;
-      }
+    const placeholders = Object.fromEntries([...new Set([...REQUIRED_SECRETS, ...encryptedKeys])].map((key) => [key, placeholder(key)]));
+    try {
+      ws.initStack(stack, placeholders);
+    } catch (error) {
+      console.error(`preview: ${(error as Error).message}`);
+      return 1;
     }
-    console.log(`Offline preview of ${stackFile} with stand-in providers (encrypted values replaced by placeholders: ${[...new Set([...REQUIRED_SECRETS, ...encryptedKeys])].join(", ")})\n`);
+    console.log(`Offline preview of ${stackFile} with stand-in providers (encrypted values replaced by placeholders: ${Object.keys(placeholders).join(", ")})\n`);
     const r = spawnSync("pulumi", ["preview", "--diff"], { cwd: ws.project, env: ws.env(), stdio: "inherit" });
     return r.status ?? 1;
   } finally {

@@ -14,6 +14,8 @@ const STAND_IN = path.join(__dirname, "standins", "provider.ts");
 /** What a fork holds besides node_modules (linked) and git: the program and its stack file. */
 export const PROJECT_FILES = ["Pulumi.yaml", "Pulumi.prod.yaml", "package.json", "package-lock.json", "tsconfig.json", "infra", "components"];
 export const PASSPHRASE = "correct horse battery staple";
+/** The secrets a fresh stack needs before `pulumi preview` (README step 5). */
+export const REQUIRED_SECRETS = ["hcloud:token", "cloudflare:apiToken", "leaninfra:backupApiToken"];
 
 let toolsDir: string | undefined;
 
@@ -103,19 +105,19 @@ export class EngineWorkspace {
     };
   }
 
-  /** A local backend in HOME and the prod stack with its three secrets: the README's steps 3 and 5. */
-  initProdStack(): void {
-    const steps: [string, string?][] = [
-      ['mkdir -p ~/.leaninfra-state && pulumi login "file://$HOME/.leaninfra-state"'],
-      ["pulumi stack init prod"],
-      ["pulumi config set --secret hcloud:token", "standin-hcloud-token-0123456789"],
-      ["pulumi config set --secret cloudflare:apiToken", "standin-cloudflare-token-0123456789"],
-      ["pulumi config set --secret leaninfra:backupApiToken", "standin-backup-token-0123456789"],
-    ];
+  /** A local backend in HOME and a stack with its secrets, as the README's steps 3 and 5 make them. */
+  initStack(stack: string, secrets: Record<string, string>): void {
+    const steps: [string, string?][] = [['mkdir -p ~/.leaninfra-state && pulumi login "file://$HOME/.leaninfra-state"'], [`pulumi stack init ${stack}`]];
+    for (const [key, value] of Object.entries(secrets)) steps.push([`pulumi config set --secret ${key}`, value]);
     for (const [line, stdin] of steps) {
       const r = this.shell(line, { stdin });
       if (r.code !== 0) throw new Error(`${line} failed:\n${r.output}`);
     }
+  }
+
+  /** The prod stack with its three required secrets. */
+  initProdStack(): void {
+    this.initStack("prod", Object.fromEntries(REQUIRED_SECRETS.map((key) => [key, `standin-${key.replace(/\W/g, "-")}-0123456789`])));
   }
 
   /** Runs `pulumi ARGS` in the project directory. */

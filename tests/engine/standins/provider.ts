@@ -4,16 +4,11 @@
 import { randomBytes } from "node:crypto";
 import { isDeepStrictEqual } from "node:util";
 import * as provider from "@pulumi/pulumi/provider";
+import { urnTypeAndName } from "../../../infra/urn";
 import { CATALOG, PackageName, ResourceSpec, computedKeys, isPackageName, packageVersion, plain, problems } from "./catalog";
 
-/** The part of a URN after the last `::`, and the type before it. */
-function parseUrn(urn: string): { type: string; name: string } {
-  const parts = urn.split("::");
-  return { type: parts[parts.length - 2].split("$").pop()!, name: parts[parts.length - 1] };
-}
-
 function specFor(pkg: PackageName, urn: string): { spec: ResourceSpec; type: string; name: string } {
-  const { type, name } = parseUrn(urn);
+  const { type, name } = urnTypeAndName(urn);
   const spec = CATALOG[pkg].resources[type];
   if (!spec) throw new Error(`the ${pkg} stand-in does not know ${type}: add it to tests/engine/standins/catalog.ts`);
   return { spec, type, name };
