@@ -1,0 +1,151 @@
+import { z } from "zod";
+import { HostRole } from "./role";
+
+/**
+ * Stack-wide values any role may read: config keys that belong to the stack rather than to one role
+ * (named as in Pulumi.<stack>.yaml) and what derives from them. A role's own keys are its settings slice.
+ */
+export interface StackFacts {
+  readonly stack: string;
+  readonly domain: string;
+  readonly hostname: string;
+  /** <hostname>.<domain>. */
+  readonly fqdn: string;
+  readonly adminUser: string;
+  readonly canonicalHost: "apex" | "www";
+  readonly extraHostnames: readonly string[];
+  readonly staticHostname: string;
+  readonly staticPathPrefixes: readonly string[];
+  readonly cdnProxy: boolean;
+  readonly volumeSizeGb: number;
+  readonly backupRetentionDays: number;
+  readonly backupLockDays: number;
+  /** The server's RAM in MB: serverMemoryGb, else the server type's. */
+  readonly memoryMb: number;
+  /** The server type's vCPUs. */
+  readonly vcpus: number;
+}
+
+/** The config key behind a derived fact, for problem messages. */
+export const FACT_KEYS: Readonly<Record<string, string>> = Object.freeze({ memoryMb: "serverMemoryGb", vcpus: "serverType", fqdn: "hostname" });
+
+/**
+ * Where one input of a role comes from. Every input has a placeholder: the offline plan renders the
+ * role from placeholders, and the config check runs the role's own checks on them before anything exists.
+ */
+export type RoleInput =
+  /** A generated password (40 letters and digits), kept in Pulumi state under this resource name. */
+  | { from: "password"; resource: string }
+  /** An optional secret config key of this role (`pulumi config set --secret`); "" when unset. */
+  | { from: "secretConfig"; key: string; description: string; placeholder?(settings: RoleSettings<z.ZodObject>): string }
+  /** A connection detail another role offers (listed earlier); undefined when that role is off. */
+  | { from: "role"; role: string; offer: string }
+  /** A value the stack's cloud components provide (certificates, bucket credentials), wired in infra/. */
+  | { from: "stack"; description: string };
+
+/** A problem with a role's settings: "<config key> <what is wrong> (accepted: ...)". */
+export class SettingsError extends Error {
+  constructor(
+    readonly role: string,
+    readonly problems: string[],
+  ) {
+    super(`${role} settings have ${problems.length} problem${problems.length === 1 ? "" : "s"}:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.name = "SettingsError";
+  }
+}
+
+/** Throws SettingsError when there are problems; each starts with the config key it is about. */
+export function refuseProblems(role: string, problems: string[]): void {
+  if (problems.length > 0) throw new SettingsError(role, problems);
+}
+
+export type RoleSettings<S extends z.ZodObject> = z.output<S> & StackFacts;
+
+export interface RoleDefinition<S extends z.ZodObject = z.ZodObject, I extends Record<string, unknown> = Record<string, unknown>> {
+  /** [a-z0-9-]: the bundle's name, its log prefix and its marker on the host. */
+  name: string;
+  /** Roles that must be applied before this one (the list in infra/ keeps this order). */
+  after: readonly string[];
+  /** The config keys this role owns (flat camelCase, with defaults and descriptions), as a zod object. */
+  settings: S;
+  /** Whether the stack runs this role; default always. */
+  enabled?(settings: RoleSettings<S>): boolean;
+  /** What the role needs beyond config: generated passwords, secret config, other roles' offers, cloud values. */
+  inputs?: { [K in keyof I]-?: RoleInput };
+  /** Connection details this role offers to roles after it (URLs, ports, users); computed from the same inputs. */
+  offers?(settings: RoleSettings<S>, inputs: I): Record<string, string>;
+  /**
+   * The role's host data. Refuses bad settings by throwing SettingsError (refuseProblems), whose
+   * problems the config check reports with the key before anything is created.
+   */
+  render(settings: RoleSettings<S>, inputs: I): HostRole;
+}
+
+/** A role definition with its types erased, as the stack's list holds it. */
+export type AnyRoleDefinition = RoleDefinition<z.ZodObject, Record<string, unknown>>;
+
+const ROLE_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+/** Declares a role; checks the definition's own shape (a programming error, not a config problem). */
+export function defineRole<S extends z.ZodObject, I extends Record<string, unknown> = Record<string, never>>(definition: RoleDefinition<S, I>): RoleDefinition<S, I> {
+  if (!ROLE_NAME.test(definition.name)) throw new Error(`defineRole: name ${JSON.stringify(definition.name)} must match [a-z0-9-]+`);
+  for (const [key, schema] of Object.entries(definition.settings.shape as Record<string, z.ZodType>)) {
+    if (!schema.description) throw new Error(`defineRole ${definition.name}: setting ${key} has no description (Pulumi.yaml shows it to the user)`);
+  }
+  return definition;
+}
+
+/** A generated password's placeholder: long enough for every role's check, different per input. */
+export function placeholderPassword(resource: string): string {
+  return `placeholder-${resource}-generated-on-pulumi-up`;
+}
+
+/**
+ * The roles in the order the Host applies them. Each role's `after` must name roles earlier in the
+ * list; a missing or later one is a programming error.
+ */
+export function checkRoleOrder(roles: readonly AnyRoleDefinition[]): void {
+  const seen = new Set<string>();
+  for (const role of roles) {
+    if (seen.has(role.name)) throw new Error(`role ${role.name} is listed twice`);
+    for (const before of role.after) {
+      if (!roles.some((r) => r.name === before)) throw new Error(`role ${role.name} comes after ${before}, which is not in the role list`);
+      if (!seen.has(before)) throw new Error(`role ${role.name} is listed before ${before}, which it comes after`);
+    }
+    seen.add(role.name);
+  }
+}
+
+/**
+ * The inputs' placeholder values for one role, in dependency order. `offers` holds the placeholder
+ * offers of the roles before it; `secretValues` the clear values of secret config keys, where known.
+ */
+export function placeholderInputs(
+  role: AnyRoleDefinition,
+  settings: RoleSettings<z.ZodObject>,
+  offers: ReadonlyMap<string, Record<string, string>>,
+  stackPlaceholders: Readonly<Record<string, unknown>>,
+  secretValues: Readonly<Record<string, string | undefined>> = {},
+): Record<string, unknown> {
+  const values: Record<string, unknown> = {};
+  for (const [name, input] of Object.entries(role.inputs ?? {})) {
+    switch (input.from) {
+      case "password":
+        values[name] = placeholderPassword(input.resource);
+        break;
+      case "secretConfig": {
+        const clear = secretValues[input.key];
+        values[name] = clear !== undefined ? clear : input.placeholder ? input.placeholder(settings) : "";
+        break;
+      }
+      case "role":
+        values[name] = offers.get(input.role)?.[input.offer];
+        break;
+      case "stack":
+        if (!(`${role.name}.${name}` in stackPlaceholders)) throw new Error(`role ${role.name}: no placeholder wired for stack input ${name}`);
+        values[name] = stackPlaceholders[`${role.name}.${name}`];
+        break;
+    }
+  }
+  return values;
+}
