@@ -1,6 +1,12 @@
 import * as ipaddr from "ipaddr.js";
 import { z } from "zod";
+import { FACT_KEYS, SettingsError, checkRoleOrder, placeholderInputs, type AnyRoleDefinition, type RoleSettings } from "../components/host/define";
+import { roleProblems } from "../components/host/bundle";
+import { renderCloudInit } from "../components/host/cloud-init";
+import { DOMAIN_NAME, HOSTNAME_LABEL, SYSTEM_ACCOUNTS } from "../components/host/names";
 import { serverTypeInfo } from "./cost";
+import { stackInputPlaceholders } from "./placeholders";
+import { ROLES } from "./roles";
 
 // Every project key is a flat, top-level key under `leaninfra:` because Pulumi's project config
 // schema (Pulumi.yaml `config:`) can only declare string, integer, boolean and array keys.
@@ -13,13 +19,13 @@ const EU_LOCATIONS = ["fsn1", "nbg1", "hel1"];
 
 const ACCOUNT_ID = /^[0-9a-f]{32}$/;
 const ORIGIN_CA_VALIDITY_DAYS = [7, 30, 90, 365, 730, 1095, 5475];
-const HOSTNAME_LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
 const SSH_PUBLIC_KEY =
   /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/]{40,}={0,3}( \S.*)?$/;
+// An OpenSSH public key of the largest RSA size (16384 bits) is about 2.8 KB; a comment adds little.
+const SSH_PUBLIC_KEY_MAX = 4096;
 
 function isDomainName(value: string): boolean {
-  if (value.length > 253 || !value.includes(".")) return false;
-  return value.split(".").every((label) => HOSTNAME_LABEL.test(label));
+  return DOMAIN_NAME.test(value);
 }
 
 /** Returns why `value` is not a usable firewall CIDR, or undefined when it is one. */
@@ -46,10 +52,12 @@ const cidr = z.string().superRefine((value, ctx) => {
 });
 
 /**
- * The project's config keys: the single source of the Pulumi.yaml `config:` block (type, default,
- * description) and of validation. Descriptions are written for the person editing Pulumi.<stack>.yaml.
+ * The stack's own config keys (the server, the edge, the backup bucket); each role adds its slice
+ * (components/<role>/index.ts). Together they are the single source of the Pulumi.yaml `config:` block
+ * (type, default, description) and of validation. Descriptions are written for the person editing
+ * Pulumi.<stack>.yaml.
  */
-export const configSchema = z
+export const coreSchema = z
   .object({
     domain: z
       .string()
@@ -81,11 +89,14 @@ export const configSchema = z
     adminUser: z
       .string()
       .regex(/^[a-z_][a-z0-9_-]{0,31}$/, { message: "is not a Linux user name (accepted: a-z, 0-9, '_' and '-', starting with a letter or '_')" })
-      .refine((name) => name !== "root", { message: "cannot be root: root login over SSH is turned off (accepted: any other user name, e.g. ops)" })
+      .refine((name) => !(SYSTEM_ACCOUNTS as readonly string[]).includes(name), {
+        message: "is an account of the system or of a service on the server (root login over SSH is off; accepted: a user name of your own, e.g. ops)",
+      })
       .default("ops")
       .describe("The admin user created on the server; it logs in with adminSshPublicKey and uses sudo."),
     adminSshPublicKey: z
       .string()
+      .refine((key) => key.length <= SSH_PUBLIC_KEY_MAX, { message: `is longer than any OpenSSH public key (accepted: one key line of at most ${SSH_PUBLIC_KEY_MAX} characters)` })
       .regex(SSH_PUBLIC_KEY, { message: "is not an OpenSSH public key (accepted: one line such as 'ssh-ed25519 AAAA... you@laptop')" })
       .describe("The admin's OpenSSH public key, one line (e.g. the content of ~/.ssh/id_ed25519.pub)."),
     sshAllowFrom: z
@@ -181,11 +192,6 @@ export const configSchema = z
       .refine((v) => ORIGIN_CA_VALIDITY_DAYS.includes(v), { message: `is not a validity Cloudflare offers (accepted: ${ORIGIN_CA_VALIDITY_DAYS.join(", ")})` })
       .default(5475)
       .describe("Validity of the Cloudflare Origin CA certificate for nginx, in days: 7, 30, 90, 365, 730, 1095 or 5475 (15 years)."),
-    acmeEmail: z
-      .string()
-      .refine((v) => v === "" || /^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(v), { message: "is not an e-mail address (accepted: e.g. owner@example.com)" })
-      .default("")
-      .describe("E-mail for Let's Encrypt when cdnProxy is false (nginx then gets its certificate with certbot); unused behind Cloudflare."),
     backupAccountId: z
       .string()
       .regex(ACCOUNT_ID, { message: "is not a Cloudflare account id (accepted: 32 hexadecimal characters of the SECOND account, the one for backups)" })
@@ -235,136 +241,28 @@ export const configSchema = z
       .max(100000)
       .default(10)
       .describe("Expected size of everything in the backup bucket, in GB; used only for the monthly cost estimate."),
-    drillRowTolerancePercent: z
-      .number()
-      .int()
-      .min(0)
-      .max(100)
-      .default(5)
-      .describe("How far a table's row count in the restore drill may differ from production, in percent (small tables must match)."),
-    drillFreshnessQuery: z
-      .string()
-      .default("")
-      .describe("SQL returning the newest timestamp in the data, e.g. SELECT max(created_at) FROM orders; the drill checks the restored copy is recent."),
-    drillMaxDataAgeMinutes: z
-      .number()
-      .int()
-      .min(1)
-      .max(525600)
-      .default(1560)
-      .describe("How old the newest restored data may be, in minutes, before the drill fails (default 26 hours)."),
-    authPaths: z
-      .array(z.string().regex(/^\/[A-Za-z0-9._~\/-]*$/, { message: 'is not a path (accepted: starts with "/", e.g. /login)' }))
-      .default(["/login", "/api/auth/"])
-      .describe("Path prefixes of the login and auth endpoints; nginx rate-limits them per client address."),
-    authRateLimitPerMinute: z
-      .number()
-      .int()
-      .min(1)
-      .max(6000)
-      .default(30)
-      .describe("Requests a minute one client address may make to authPaths before nginx answers 429."),
-    clientMaxBodyMb: z
-      .number()
-      .int()
-      .min(1)
-      .max(1024)
-      .default(25)
-      .describe("Largest request body nginx accepts, in MB (uploads)."),
-    postgresDatabase: z
-      .string()
-      .regex(/^[a-z_][a-z0-9_]{0,62}$/, { message: "is not a PostgreSQL identifier (accepted: a-z, 0-9 and '_', starting with a letter or '_')" })
-      .default("app")
-      .describe("Name of the app's database, owned by the app role postgresUser."),
-    postgresUser: z
-      .string()
-      .regex(/^[a-z_][a-z0-9_]{0,62}$/, { message: "is not a PostgreSQL identifier (accepted: a-z, 0-9 and '_', starting with a letter or '_')" })
-      .refine((v) => v !== "postgres", { message: "cannot be postgres, the superuser (accepted: e.g. app)" })
-      .default("app")
-      .describe("The app's database role; its password is generated and kept secret by Pulumi."),
-    postgresMaxConnections: z
-      .number()
-      .int()
-      .min(0)
-      .max(5000)
-      .default(0)
-      .describe("PostgreSQL max_connections; 0 derives it from the server's memory with headroom for a launch day."),
-    redisEnabled: z
-      .boolean()
-      .default(false)
-      .describe("Run Redis on the server. Needs redisJob: add Redis only when you can name its one job."),
-    redisJob: z
-      .enum(["", "cache", "sessions", "queue"])
-      .default("")
-      .describe("Redis's one job: cache (evicts, no persistence), sessions (persistent, evicts only expiring keys) or queue (persistent, never evicts)."),
-    redisMaxMemoryMb: z
-      .number()
-      .int()
-      .min(0)
-      .max(1048576)
-      .default(0)
-      .describe("Redis maxmemory in MB; 0 derives it from the server's memory."),
-    appImage: z
-      .string()
-      .refine((v) => v === "" || /^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(\/[a-z0-9]+([._-][a-z0-9]+)*)*$/.test(v) || /^[a-z0-9.-]+(:[0-9]+)?(\/[a-z0-9._-]+)+$/.test(v), {
-        message: "is not a container image name without tag (accepted: e.g. ghcr.io/acme/shop)",
-      })
-      .default("")
-      .describe("The product's container image, without tag (e.g. ghcr.io/acme/shop). Empty: no app deployed yet."),
-    appTag: z
-      .string()
-      .regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/, { message: "is not an image tag (accepted: e.g. 1.8.4 or 2026-11-28.3)" })
-      .default("latest")
-      .describe("The release to run. Deploy = set a new tag and pulumi up; rollback = set the previous tag and pulumi up."),
-    appPort: z
-      .number()
-      .int()
-      .min(1)
-      .max(65535)
-      .default(8080)
-      .describe("The port the app listens on inside its container."),
-    appHealthPath: z
-      .string()
-      .regex(/^\/[A-Za-z0-9._~\/?=&-]*$/, { message: 'is not a path (accepted: starts with "/", e.g. /healthz)' })
-      .default("/healthz")
-      .describe("Path that answers 200 when the app can serve (it should check its database)."),
-    appHealthTimeoutSeconds: z
-      .number()
-      .int()
-      .min(5)
-      .max(1800)
-      .default(90)
-      .describe("How long a new release may take to answer its health path before the deploy gives up and keeps the old one."),
-    appDrainSeconds: z
-      .number()
-      .int()
-      .min(0)
-      .max(600)
-      .default(15)
-      .describe("Seconds the old release keeps running after the switch, so requests in flight finish."),
-    appKeepImages: z
-      .number()
-      .int()
-      .min(2)
-      .max(50)
-      .default(5)
-      .describe("Releases kept on the server, so a rollback needs no registry."),
-    appEnv: z
-      .array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*=.*$/, { message: "is not KEY=value (accepted: e.g. LOG_LEVEL=info)" }))
-      .default([])
-      .describe("Plain environment of the app, as KEY=value. Secrets go in the secret leaninfra:appSecretEnv instead."),
-    appMigrationCommand: z
-      .array(z.string().min(1, { message: "is empty (accepted: one argument of the command, e.g. migrate)" }))
-      .default([])
-      .describe("One-shot command (as a list of arguments) run in the new release before traffic switches, e.g. [./manage, migrate]; empty when the app migrates itself."),
-    appRegistryUser: z
-      .string()
-      .default("")
-      .describe("User for a private registry; its password is the secret leaninfra:appRegistryPassword."),
   })
   .strict();
 
-type ParsedConfig = z.output<typeof configSchema>;
+type CoreConfig = z.output<typeof coreSchema>;
+type ParsedConfig = CoreConfig;
+
+/**
+ * The stack's config schema: the core keys and every role's slice. A key owned twice is a programming
+ * error, found when the module loads.
+ */
+export function composeConfigSchema(roles: readonly AnyRoleDefinition[]): z.ZodObject {
+  const owners = new Map<string, string>(Object.keys(coreSchema.shape).map((key) => [key, "the stack"]));
+  const shape: Record<string, z.ZodType> = { ...coreSchema.shape };
+  for (const role of roles) {
+    for (const [key, schema] of Object.entries(role.settings.shape as Record<string, z.ZodType>)) {
+      if (owners.has(key) || key in SECRET_KEYS_CORE) throw new Error(`config key ${key} of role ${role.name} is already owned by ${owners.get(key) ?? "the stack"}`);
+      owners.set(key, `role ${role.name}`);
+      shape[key] = schema;
+    }
+  }
+  return z.object(shape).strict();
+}
 
 interface CrossFieldProblem {
   path: (string | number)[];
@@ -432,13 +330,6 @@ function crossFieldProblems(cfg: Partial<ParsedConfig>): CrossFieldProblem[] {
       message: `must be shorter than backupDumpRetentionDays (${cfg.backupDumpRetentionDays})`,
     });
   }
-  if (cfg.cdnProxy === false && cfg.acmeEmail === "") {
-    problems.push({
-      path: ["acmeEmail"],
-      input: "",
-      message: "is required when cdnProxy is false: nginx then gets its certificate from Let's Encrypt, which needs a contact address",
-    });
-  }
   cfg.extraHostnames?.forEach((name, index) => {
     if (name === "www" || cfg.extraHostnames?.indexOf(name) !== index) {
       problems.push({ path: ["extraHostnames", index], input: name, message: "is already managed or listed (accepted: a name other than www, listed once)" });
@@ -454,37 +345,17 @@ function crossFieldProblems(cfg: Partial<ParsedConfig>): CrossFieldProblem[] {
       message: `cannot be read from server type ${cfg.serverType}, which infra/data/prices.json does not list (accepted: the server's RAM in GB, e.g. 8)`,
     });
   }
-  if (cfg.redisEnabled === true && cfg.redisJob === "") {
-    problems.push({
-      path: ["redisJob"],
-      input: "",
-      message:
-        "must name Redis's one job when redisEnabled is true: add Redis only when you can point to a clear job for it, " +
-        "until then PostgreSQL does it (accepted: cache, sessions or queue)",
-    });
-  }
-  cfg.authPaths?.forEach((prefix, index) => {
-    if (prefix === "/") {
-      problems.push({ path: ["authPaths", index], input: prefix, message: "would rate-limit the whole site (accepted: the login and auth prefixes, e.g. /login)" });
-    } else if (cfg.authPaths?.indexOf(prefix) !== index) {
-      problems.push({ path: ["authPaths", index], input: prefix, message: "is listed twice" });
-    }
-  });
-  cfg.appEnv?.forEach((entry, index) => {
-    const key = entry.split("=")[0];
-    if (["DATABASE_URL", "REDIS_URL", "RELEASE", "PORT"].includes(key)) {
-      problems.push({ path: ["appEnv", index], input: entry, message: `sets ${key}, which LeanInfra provides itself (accepted: any other KEY=value)` });
-    }
-  });
   if (cfg.hostname && cfg.domain && `${cfg.hostname}.${cfg.domain}`.length > 253) {
     problems.push({ path: ["hostname"], input: cfg.hostname, message: "makes the full host name longer than 253 characters" });
   }
   return problems;
 }
 
-export type StackConfigInput = z.input<typeof configSchema>;
+export type StackConfigInput = z.input<typeof coreSchema> & Record<string, unknown>;
 
-export interface StackConfig extends ParsedConfig {
+/** The validated config: the core keys typed, the roles' keys (typed by their slices in the roles), derived facts. */
+export interface StackConfig extends CoreConfig {
+  readonly [roleKey: string]: unknown;
   /** Pulumi stack name. */
   readonly stack: string;
   /** The server's fully qualified name: <hostname>.<domain>. */
@@ -549,13 +420,44 @@ const TYPE_NOUNS: Record<string, string> = {
   object: "an object",
 };
 
-function describeIssue(issue: z.core.$ZodIssue, shape: Record<string, z.ZodType>): string {
+/**
+ * Secret project keys: read with config.requireSecret / getSecret by the program, never validated in
+ * clear by the offline plan (it cannot decrypt them). The required one is declared in Pulumi.yaml with
+ * `secret: true`; the optional ones (the roles' secret config inputs) cannot be (the CLI refuses a plain
+ * default for a secret key), so the program itself refuses them in plain text.
+ */
+const SECRET_KEYS_CORE: Record<string, { description: string; required: boolean }> = {
+  backupApiToken: {
+    description: "API token of the backup account (R2 admin read & write, API tokens edit). Set with: pulumi config set --secret leaninfra:backupApiToken ...",
+    required: true,
+  },
+};
+
+/** The secret keys of the stack with the given roles: the core's and each role's secret config inputs. */
+export function secretKeysOf(roles: readonly AnyRoleDefinition[]): Record<string, { description: string; required: boolean }> {
+  const keys: Record<string, { description: string; required: boolean }> = {};
+  for (const role of roles) {
+    for (const input of Object.values(role.inputs ?? {})) {
+      if (input.from === "secretConfig") keys[input.key] = { description: input.description, required: false };
+    }
+  }
+  return { ...keys, ...SECRET_KEYS_CORE };
+}
+
+// Keys a stack file may still hold from an earlier LeanInfra, and what replaced them.
+const RETIRED_KEYS: Record<string, string> = {
+  redisEnabled: "was replaced by leaninfra:redisJob (accepted: none, cache, sessions or queue; none = no Redis): delete redisEnabled and set redisJob",
+};
+
+function describeIssue(issue: z.core.$ZodIssue, shape: Record<string, z.ZodType>, secretKeys: readonly string[]): string {
   const key = `${PROJECT}:${keyPath(issue.path)}`;
   const input = (issue as { input?: unknown }).input;
   switch (issue.code) {
     case "unrecognized_keys": {
-      const known = [...Object.keys(shape), ...Object.keys(SECRET_KEYS)].sort().join(", ");
-      return issue.keys.map((k) => `${PROJECT}:${k}: is not a LeanInfra setting (accepted keys: ${known})`).join("\n");
+      const known = [...Object.keys(shape), ...secretKeys].sort().join(", ");
+      return issue.keys
+        .map((k) => (RETIRED_KEYS[k] ? `${PROJECT}:${k}: ${RETIRED_KEYS[k]}` : `${PROJECT}:${k}: is not a LeanInfra setting (accepted keys: ${known})`))
+        .join("\n");
     }
     case "invalid_type": {
       if (input === undefined) {
@@ -584,16 +486,38 @@ export function declaredType(schema: z.core.JSONSchema.BaseSchema): "string" | "
   throw new Error(`config key type ${String(type)} cannot be declared in Pulumi.yaml`);
 }
 
-const jsonSchema = z.toJSONSchema(configSchema, { io: "input" });
-const keySchemas = jsonSchema.properties as Record<string, z.core.JSONSchema.BaseSchema>;
+/** The stack's config as the listed roles make it: the schema, each key's JSON schema, the secret keys. */
+class ConfigModel {
+  readonly schema: z.ZodObject;
+  readonly keySchemas: Record<string, z.core.JSONSchema.BaseSchema>;
+  readonly secretKeys: Record<string, { description: string; required: boolean }>;
+  constructor(readonly roles: readonly AnyRoleDefinition[]) {
+    checkRoleOrder(roles);
+    this.schema = composeConfigSchema(roles);
+    this.keySchemas = z.toJSONSchema(this.schema, { io: "input" }).properties as Record<string, z.core.JSONSchema.BaseSchema>;
+    this.secretKeys = secretKeysOf(roles);
+  }
+}
+
+const models = new Map<readonly AnyRoleDefinition[], ConfigModel>();
+function modelOf(roles: readonly AnyRoleDefinition[]): ConfigModel {
+  let model = models.get(roles);
+  if (!model) models.set(roles, (model = new ConfigModel(roles)));
+  return model;
+}
+
+/** The stack's config schema with LeanInfra's roles: what Pulumi.yaml declares. */
+export const configSchema = modelOf(ROLES).schema;
+/** The secret keys with LeanInfra's roles. */
+export const SECRET_KEYS = modelOf(ROLES).secretKeys;
 
 /**
  * Pulumi passes every config value to the program as a string ("true", "20", "[\"1.2.3.4/32\"]");
  * a stack file read offline gives YAML types. Both become the declared type here; anything that
  * does not decode is left as it is, for validation to report.
  */
-export function decodeRawValue(key: string, value: unknown): unknown {
-  const schema = keySchemas[key];
+export function decodeRawValue(key: string, value: unknown, roles: readonly AnyRoleDefinition[] = ROLES): unknown {
+  const schema = modelOf(roles).keySchemas[key];
   if (!schema || typeof value !== "string") return value;
   const type = declaredType(schema);
   if (type === "string") return value;
@@ -604,19 +528,84 @@ export function decodeRawValue(key: string, value: unknown): unknown {
   }
 }
 
+/** "postgresDatabase \"x\" is ..." -> "leaninfra:postgresDatabase: \"x\" is ...": a role's problem as a config problem. */
+function roleProblemLine(role: string, problem: string, keys: ReadonlySet<string>): string {
+  const match = /^([A-Za-z][A-Za-z0-9]*)((?:\[\d+\])?)\s+([\s\S]*)$/.exec(problem);
+  if (match) {
+    const key = FACT_KEYS[match[1]] ?? match[1];
+    if (keys.has(key)) return `${PROJECT}:${key}${FACT_KEYS[match[1]] ? "" : match[2]}: ${FACT_KEYS[match[1]] ? `(${match[1]}) ` : ""}${match[3]}`;
+  }
+  return `${PROJECT}: role ${role}: ${problem}`;
+}
+
+export interface ValidateOptions {
+  /** The roles of the stack, in order (default: LeanInfra's list in infra/roles.ts). */
+  roles?: readonly AnyRoleDefinition[];
+  /**
+   * Clear values of the roles' secret config keys (`pulumi up` has them decrypted); the roles' own
+   * checks then run on them. The offline plan has none: the checks run on placeholders.
+   */
+  secretValues?: Readonly<Record<string, string | undefined>>;
+}
+
+/**
+ * What each enabled role refuses, found by rendering it from placeholder inputs (and clear secret
+ * values where known) before anything exists: the same checks `pulumi up` would meet.
+ */
+export function roleSettingsProblems(cfg: StackConfig, roles: readonly AnyRoleDefinition[], secretValues: Readonly<Record<string, string | undefined>> = {}): string[] {
+  const keys = new Set([...Object.keys(modelOf(roles).schema.shape), ...Object.keys(modelOf(roles).secretKeys)]);
+  const problems: string[] = [];
+  const offers = new Map<string, Record<string, string>>();
+  const settings = cfg as unknown as RoleSettings<z.ZodObject>;
+  for (const role of roles) {
+    if (role.enabled && !role.enabled(settings)) continue;
+    const inputs = placeholderInputs(role, settings, offers, stackInputPlaceholders(cfg), secretValues);
+    try {
+      const hostRole = role.render(settings, inputs);
+      problems.push(...roleProblems(hostRole).map((p) => `${PROJECT}: role ${role.name}: ${p}`));
+      if (role.offers) offers.set(role.name, role.offers(settings, inputs));
+    } catch (error) {
+      if (!(error instanceof SettingsError)) throw error;
+      problems.push(...error.problems.map((p) => roleProblemLine(role.name, p, keys)));
+    }
+  }
+  return problems;
+}
+
+/** The user data the Host would render: Hetzner's 32 KiB cap is a config problem, not a failed `pulumi up`. */
+function userDataProblems(cfg: CoreConfig & { fqdn: string }): string[] {
+  try {
+    renderCloudInit({
+      hostname: cfg.hostname,
+      fqdn: cfg.fqdn,
+      adminUser: cfg.adminUser,
+      adminSshPublicKey: cfg.adminSshPublicKey,
+      swapSizeMb: cfg.swapSizeMb,
+      journalMaxUseMb: cfg.journalMaxUseMb,
+    });
+    return [];
+  } catch (error) {
+    return [`${PROJECT}:adminSshPublicKey: ${shown(cfg.adminSshPublicKey)} makes the server's user data too large: ${(error as Error).message}`];
+  }
+}
+
 /**
  * Turns raw project config (keys without the `leaninfra:` prefix) into one frozen StackConfig, or
- * throws ConfigError listing every problem, each with its key, the value given and what is accepted.
+ * throws ConfigError listing every problem, each with its key, the value given and what is accepted:
+ * the schema's, the cross-key rules', and every enabled role's own checks, before anything exists.
  */
-export function validateConfig(stack: string, raw: Record<string, unknown>, encryptedKeys?: readonly string[]): StackConfig {
+export function validateConfig(stack: string, raw: Record<string, unknown>, encryptedKeys?: readonly string[], options: ValidateOptions = {}): StackConfig {
+  const roles = options.roles ?? ROLES;
+  const model = modelOf(roles);
   const decoded = Object.fromEntries(
     Object.entries(raw)
-      .filter(([k]) => !(k in SECRET_KEYS))
-      .map(([k, v]) => [k, decodeRawValue(k, v)]),
+      .filter(([k]) => !(k in model.secretKeys))
+      .map(([k, v]) => [k, decodeRawValue(k, v, roles)]),
   );
-  const shape = configSchema.shape as Record<string, z.ZodType>;
-  const result = configSchema.safeParse(decoded, { reportInput: true });
-  const problems = result.success ? [] : result.error.issues.flatMap((issue) => describeIssue(issue, shape).split("\n"));
+  const shape = model.schema.shape as Record<string, z.ZodType>;
+  const result = model.schema.safeParse(decoded, { reportInput: true });
+  const secretNames = Object.keys(model.secretKeys);
+  const problems = result.success ? [] : result.error.issues.flatMap((issue) => describeIssue(issue, shape, secretNames).split("\n"));
   const validKeys: Record<string, unknown> = {};
   for (const [key, field] of Object.entries(shape)) {
     const parsed = field.safeParse(decoded[key]);
@@ -627,45 +616,27 @@ export function validateConfig(stack: string, raw: Record<string, unknown>, encr
   for (const p of crossFieldProblems(validKeys as Partial<ParsedConfig>)) {
     problems.push(`${PROJECT}:${keyPath(p.path)}: ${shown(p.input)} ${p.message}`);
   }
-  if (encryptedKeys) problems.push(...plaintextSecretProblems(raw, encryptedKeys));
+  if (encryptedKeys) problems.push(...plaintextSecretProblems(raw, encryptedKeys, roles));
   const stackProblem = stackNameProblem(stack);
   if (stackProblem) problems.push(stackProblem);
   if (!result.success || problems.length > 0) throw new ConfigError(stack, problems);
-  const cfg = result.data;
-  return Object.freeze({
-    ...cfg,
-    sshAllowFrom: Object.freeze([...cfg.sshAllowFrom]) as string[],
-    extraHostnames: Object.freeze([...cfg.extraHostnames]) as string[],
-    staticPathPrefixes: Object.freeze([...cfg.staticPathPrefixes]) as string[],
+  const parsed = result.data as CoreConfig;
+  const cfg: StackConfig = Object.freeze({
+    ...parsed,
+    sshAllowFrom: Object.freeze([...parsed.sshAllowFrom]) as string[],
+    extraHostnames: Object.freeze([...parsed.extraHostnames]) as string[],
+    staticPathPrefixes: Object.freeze([...parsed.staticPathPrefixes]) as string[],
     stack,
-    fqdn: `${cfg.hostname}.${cfg.domain}`,
-    isProduction: cfg.environment === "production",
-    bucketName: cfg.backupBucketName || defaultBucketName(stack),
-    memoryMb: (cfg.serverMemoryGb || serverTypeInfo(cfg.serverType)?.memoryGb || 0) * 1024,
-    vcpus: serverTypeInfo(cfg.serverType)?.vcpu ?? 2,
+    fqdn: `${parsed.hostname}.${parsed.domain}`,
+    isProduction: parsed.environment === "production",
+    bucketName: parsed.backupBucketName || defaultBucketName(stack),
+    memoryMb: (parsed.serverMemoryGb || serverTypeInfo(parsed.serverType)?.memoryGb || 0) * 1024,
+    vcpus: serverTypeInfo(parsed.serverType)?.vcpu ?? 2,
   });
+  problems.push(...userDataProblems(cfg), ...roleSettingsProblems(cfg, roles, options.secretValues));
+  if (problems.length > 0) throw new ConfigError(stack, problems);
+  return cfg;
 }
-
-/**
- * Secret project keys: read with config.requireSecret by the program, never validated in clear (the
- * offline plan cannot decrypt them). The required one is declared in Pulumi.yaml with `secret: true`;
- * the optional ones cannot be (the CLI refuses a plain default for a secret key), so the program
- * itself refuses them in plain text.
- */
-export const SECRET_KEYS: Record<string, { description: string; required: boolean }> = {
-  appSecretEnv: {
-    description: "Secret environment of the app, one KEY=value a line (e.g. SESSION_SECRET=...). Optional; set it encrypted: pulumi config set --secret leaninfra:appSecretEnv ...",
-    required: false,
-  },
-  appRegistryPassword: {
-    description: "Password or token for appRegistryUser's private registry. Optional; set it encrypted: pulumi config set --secret leaninfra:appRegistryPassword ...",
-    required: false,
-  },
-  backupApiToken: {
-    description: "API token of the backup account (R2 admin read & write, API tokens edit). Set with: pulumi config set --secret leaninfra:backupApiToken ...",
-    required: true,
-  },
-};
 
 export interface PulumiConfigDeclaration {
   type: "string" | "integer" | "boolean" | "array";
@@ -676,9 +647,10 @@ export interface PulumiConfigDeclaration {
 }
 
 /** The Pulumi.yaml `config:` block derived from the schema; a test keeps Pulumi.yaml equal to it. */
-export function pulumiConfigDeclarations(): Record<string, PulumiConfigDeclaration> {
+export function pulumiConfigDeclarations(roles: readonly AnyRoleDefinition[] = ROLES): Record<string, PulumiConfigDeclaration> {
+  const model = modelOf(roles);
   const out: Record<string, PulumiConfigDeclaration> = {};
-  for (const [key, schema] of Object.entries(keySchemas)) {
+  for (const [key, schema] of Object.entries(model.keySchemas)) {
     const declaration: PulumiConfigDeclaration = { type: declaredType(schema), description: String(schema.description) };
     if (declaration.type === "array") {
       declaration.items = { type: String((schema.items as z.core.JSONSchema.BaseSchema).type) };
@@ -686,7 +658,7 @@ export function pulumiConfigDeclarations(): Record<string, PulumiConfigDeclarati
     if (schema.default !== undefined) declaration.default = schema.default;
     out[key] = declaration;
   }
-  for (const [key, secret] of Object.entries(SECRET_KEYS)) {
+  for (const [key, secret] of Object.entries(model.secretKeys)) {
     out[key] = { type: "string", description: secret.description, ...(secret.required ? { secret: true } : { default: "" }) };
   }
   return out;
@@ -696,9 +668,9 @@ export function pulumiConfigDeclarations(): Record<string, PulumiConfigDeclarati
  * A secret key set in plain text: refused, value unshown. `encryptedKeys` are the keys (with or
  * without the `leaninfra:` prefix) whose value the stack file holds encrypted.
  */
-export function plaintextSecretProblems(raw: Record<string, unknown>, encryptedKeys: readonly string[]): string[] {
+export function plaintextSecretProblems(raw: Record<string, unknown>, encryptedKeys: readonly string[], roles: readonly AnyRoleDefinition[] = ROLES): string[] {
   const encrypted = new Set(encryptedKeys.map((key) => key.replace(`${PROJECT}:`, "")));
-  return Object.keys(SECRET_KEYS)
+  return Object.keys(modelOf(roles).secretKeys)
     .filter((key) => raw[key] !== undefined && raw[key] !== "" && !encrypted.has(key))
     .map(
       (key) =>

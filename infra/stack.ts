@@ -4,8 +4,10 @@ import { BackupBucket } from "../components/backup-bucket";
 import { Edge } from "../components/edge";
 import { zoneAccountProblem } from "../components/edge/rules";
 import { Host } from "../components/host";
-import { ConfigError, PROJECT, StackConfig, validateConfig } from "./config";
-import { appSecretProblems, stackRoles } from "./roles";
+import { AnyRoleDefinition } from "../components/host/define";
+import { ConfigError, PROJECT, SECRET_KEYS, StackConfig, validateConfig } from "./config";
+import { ROLES } from "./roles";
+import { renderStackRoles } from "./wiring";
 
 /** Project config as Pulumi hands it to the program: keys without the `leaninfra:` prefix. */
 export function projectConfig(all: Record<string, string> = pulumi.runtime.allConfig()): Record<string, string> {
@@ -28,10 +30,10 @@ export function encryptedConfigKeys(): string[] {
 export function loadStackConfig(): StackConfig {
   try {
     const raw = projectConfig();
-    const cfg = validateConfig(pulumi.getStack(), raw, encryptedConfigKeys());
-    const secretProblems = appSecretProblems(cfg, raw);
-    if (secretProblems.length) throw new ConfigError(cfg.stack, secretProblems);
-    return cfg;
+    // The engine hands the program decrypted config: the roles' own checks run on the clear secret
+    // values too, so a bad secret stops `pulumi up` before the server exists. Problems never quote them.
+    const secretValues = Object.fromEntries(Object.keys(SECRET_KEYS).map((key) => [key, raw[key]]));
+    return validateConfig(pulumi.getStack(), raw, encryptedConfigKeys(), { secretValues });
   } catch (error) {
     // RunError is shown to the user without a stack trace, and `pulumi up` exits non-zero.
     if (error instanceof ConfigError) throw new pulumi.RunError(error.message);
@@ -111,6 +113,8 @@ export interface BuildOptions {
   offline?: boolean;
   /** The zone's id when already looked up (the program does, before registering anything). */
   zoneId?: string;
+  /** The host roles, in order (default: infra/roles.ts); the config must have been validated with the same list. */
+  roles?: readonly AnyRoleDefinition[];
 }
 
 /**
@@ -140,7 +144,7 @@ export function buildStack(cfg: StackConfig, options: BuildOptions = {}): BuiltS
     sshAllowFrom: cfg.sshAllowFrom,
     cdnProxy: cfg.cdnProxy,
     cdnRanges,
-    protect: cfg.deleteProtection,
+    deleteProtection: cfg.deleteProtection,
     hetznerBackups: cfg.hetznerBackups,
     volumeSizeGb: cfg.volumeSizeGb,
     swapSizeMb: cfg.swapSizeMb,
@@ -158,7 +162,7 @@ export function buildStack(cfg: StackConfig, options: BuildOptions = {}): BuiltS
     staticPathPrefixes: cfg.staticPathPrefixes,
     staticEdgeTtlSeconds: cfg.staticEdgeTtlSeconds,
     originCertValidityDays: cfg.originCertValidityDays,
-    proxied: cfg.cdnProxy,
+    cdnProxy: cfg.cdnProxy,
     ipv4: host.ipv4,
     ipv6: host.ipv6,
   });
@@ -177,8 +181,25 @@ export function buildStack(cfg: StackConfig, options: BuildOptions = {}): BuiltS
     { providers: { cloudflare: backupProvider(options) }, protect: cfg.deleteProtection },
   );
 
-  const { roles, backupPassphrase } = stackRoles({ cfg, edge, backups, cdnRanges });
+  const origin = edge.originTls;
+  const { roles, passwords } = renderStackRoles(cfg, options.roles ?? ROLES, {
+    stackInputs: {
+      "proxy.originTls": origin
+        ? pulumi.all([origin.certificatePem, origin.privateKeyPem, origin.originPullCaPem]).apply(([certificatePem, privateKeyPem, originPullCaPem]) => ({
+            certificatePem,
+            privateKeyPem,
+            originPullCaPem,
+          }))
+        : undefined,
+      "proxy.cloudflareRanges": cdnRanges,
+      "backups.s3": backups.s3,
+    },
+    // Let's Encrypt's HTTP-01 check needs the names to resolve to this server first.
+    dependsOn: { proxy: cfg.cdnProxy ? undefined : edge.records },
+  });
   host.applyRoles(roles);
+  /** Keep a copy off the VM: without it the encrypted backups cannot be read. */
+  const backupPassphrase = passwords.get("backup-cipher-passphrase") ?? pulumi.output("");
 
   const rendered: Record<string, string> = { "cloud-init/user-data.yaml": host.userData };
   for (const role of roles) rendered[`bundles/${role.name}.sh`] = role.preview;

@@ -9,7 +9,7 @@ export interface EdgeArgs extends EdgeNames {
   ipv4: pulumi.Input<string>;
   ipv6: pulumi.Input<string>;
   /** Through Cloudflare's proxy (CDN, origin certificate, authenticated origin pulls) or plain DNS. */
-  proxied: boolean;
+  cdnProxy: boolean;
   staticPathPrefixes: readonly string[];
   staticEdgeTtlSeconds: number;
   originCertValidityDays: number;
@@ -55,9 +55,9 @@ export class Edge extends pulumi.ComponentResource {
             name: hostname,
             type,
             content,
-            proxied: args.proxied,
+            proxied: args.cdnProxy,
             // 1 means "automatic", the only TTL Cloudflare allows on proxied records.
-            ttl: args.proxied ? 1 : 300,
+            ttl: args.cdnProxy ? 1 : 300,
             comment: "Managed by LeanInfra (Pulumi): points at the Host's Primary IP",
           },
           child,
@@ -70,7 +70,7 @@ export class Edge extends pulumi.ComponentResource {
     }
 
     const cacheExpression = cacheRuleExpression(args);
-    if (args.proxied && cacheExpression) {
+    if (args.cdnProxy && cacheExpression) {
       new cloudflare.Ruleset(
         `${name}-cache-rules`,
         {
@@ -97,7 +97,7 @@ export class Edge extends pulumi.ComponentResource {
       );
     }
 
-    if (args.proxied) {
+    if (args.cdnProxy) {
       const redirect = redirectRule(args);
       new cloudflare.Ruleset(
         `${name}-redirect-rules`,

@@ -28,7 +28,7 @@ export interface HostArgs {
   /** Cloudflare's published ranges: a dated snapshot offline, the live list on `pulumi up`. */
   cdnRanges: pulumi.Input<{ ipv4Cidrs: string[]; ipv6Cidrs: string[] }>;
   /** Hetzner delete and rebuild protection on the server, IPs and volume. */
-  protect: boolean;
+  deleteProtection: boolean;
   hetznerBackups: boolean;
   volumeSizeGb: number;
   swapSizeMb: number;
@@ -80,7 +80,7 @@ export class Host extends pulumi.ComponentResource {
     const child = { parent: this };
     // What holds the data and the addresses is protected twice on production: by Hetzner, and by
     // Pulumi, so `pulumi destroy` or a replacing change stops before anything is deleted.
-    const kept = { parent: this, protect: args.protect };
+    const kept = { parent: this, protect: args.deleteProtection };
     const labels = { ...args.labels, "leaninfra-host": name };
 
     const sshKey = new hcloud.SshKey(`${name}-admin-key`, { publicKey: args.adminSshPublicKey, labels }, child);
@@ -94,7 +94,7 @@ export class Host extends pulumi.ComponentResource {
           location: args.location,
           assigneeType: "server",
           autoDelete: false,
-          deleteProtection: args.protect,
+          deleteProtection: args.deleteProtection,
           labels,
         },
         kept,
@@ -119,7 +119,7 @@ export class Host extends pulumi.ComponentResource {
         location: args.location,
         size: args.volumeSizeGb,
         format: "ext4",
-        deleteProtection: args.protect,
+        deleteProtection: args.deleteProtection,
         labels,
       },
       kept,
@@ -150,8 +150,8 @@ export class Host extends pulumi.ComponentResource {
         firewallIds: [toNumber(firewall.id)],
         userData: this.userData,
         backups: args.hetznerBackups,
-        deleteProtection: args.protect,
-        rebuildProtection: args.protect,
+        deleteProtection: args.deleteProtection,
+        rebuildProtection: args.deleteProtection,
         shutdownBeforeDeletion: true,
         labels,
       },

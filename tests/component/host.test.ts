@@ -6,6 +6,7 @@ import { BOOTSTRAP_MARKER } from "../../components/host/cloud-init";
 import { validateConfig } from "../../infra/config";
 import cloudflareIps from "../../infra/data/cloudflare-ips.json";
 import { runWithMocks } from "../../infra/mock-run";
+import { ROLES } from "../../infra/roles";
 import { buildStack, loadStackConfig } from "../../infra/stack";
 import { MINIMAL_CONFIG, SSH_KEY, mockCloudOutputs } from "../lib/mock-cloud";
 
@@ -28,7 +29,7 @@ async function plan(stack: string, raw: Record<string, unknown>) {
 type Rule = { direction: string; protocol: string; port?: string; sourceIps: string[] };
 
 test("the Host registers the server, its IPs, firewall, volume, rDNS and its role commands", async () => {
-  const { resources, byType } = await plan("prod", base);
+  const { resources, byType, cfg } = await plan("prod", base);
   const count = (type: string) => byType(type).length;
   assert.equal(count("leaninfra:host:Host"), 1);
   assert.equal(count("hcloud:index/server:Server"), 1);
@@ -38,7 +39,9 @@ test("the Host registers the server, its IPs, firewall, volume, rDNS and its rol
   assert.equal(count("hcloud:index/volumeAttachment:VolumeAttachment"), 1);
   assert.equal(count("hcloud:index/sshKey:SshKey"), 1);
   assert.equal(count("hcloud:index/rdns:Rdns"), 2);
-  assert.deepEqual(byType("command:remote:Command").map((r) => r.name).sort(), ["host-role-backups", "host-role-base", "host-role-docker", "host-role-postgres", "host-role-proxy"]);
+  const enabled = ROLES.filter((role) => !role.enabled || role.enabled(cfg as never)).map((role) => `host-role-${role.name}`);
+  assert.deepEqual(enabled, ["host-role-base", "host-role-docker", "host-role-postgres", "host-role-proxy", "host-role-backups"], "no Redis and no app by default");
+  assert.deepEqual(byType("command:remote:Command").map((r) => r.name), enabled, "in the order of infra/roles.ts");
   for (const r of resources.filter((r) => r.type.startsWith("hcloud:") || r.type.startsWith("command:"))) {
     assert.equal(r.parent, "leaninfra:host:Host::host", `${r.type} ${r.name} is a child of the Host`);
   }
@@ -201,7 +204,7 @@ test("PostgreSQL gets a generated password through a secret bundle; Redis only w
   const generated = resources.find((r) => r.type === "random:index/randomPassword:RandomPassword" && r.name === "postgres-app-password")!;
   assert.equal(generated.inputs.length, 40);
   assert.equal(byType("command:remote:Command").some((r) => r.name === "host-role-redis"), false, "no Redis by default");
-  const withRedis = await plan("prod", { ...base, redisEnabled: true, redisJob: "cache" });
+  const withRedis = await plan("prod", { ...base, redisJob: "cache" });
   const order = withRedis.byType("command:remote:Command").map((r) => [r.name, r.options.dependsOn.filter((d) => d.startsWith("command:"))]);
   assert.deepEqual(Object.fromEntries(order), {
     "host-role-base": [],
@@ -218,7 +221,6 @@ test("PostgreSQL gets a generated password through a secret bundle; Redis only w
 test("the app role comes last, with DATABASE_URL and REDIS_URL built from the generated passwords, all secret", async () => {
   const { byType } = await plan("prod", {
     ...base,
-    redisEnabled: true,
     redisJob: "sessions",
     appImage: "ghcr.io/acme/shop",
     appTag: "1.8.4",
@@ -226,15 +228,7 @@ test("the app role comes last, with DATABASE_URL and REDIS_URL built from the ge
     appMigrationCommand: ["./manage", "migrate"],
   });
   const commands = byType("command:remote:Command");
-  assert.deepEqual(commands.map((r) => r.name), [
-    "host-role-base",
-    "host-role-docker",
-    "host-role-postgres",
-    "host-role-redis",
-    "host-role-proxy",
-    "host-role-app",
-    "host-role-backups",
-  ]);
+  assert.deepEqual(commands.map((r) => r.name), ROLES.map((role) => `host-role-${role.name}`), "every role, in the order of infra/roles.ts");
   const app = commands.find((r) => r.name === "host-role-app")!;
   assert.ok(app.options.dependsOn.includes("command:remote:Command::host-role-proxy"));
   assert.ok(app.secretInputs.includes("stdin"));

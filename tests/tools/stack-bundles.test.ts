@@ -8,7 +8,6 @@ import { assertShellcheckClean } from "../lib/shellcheck";
 
 const variants: Record<string, Record<string, unknown>> = {
   "behind Cloudflare, every role": {
-    redisEnabled: true,
     redisJob: "queue",
     appImage: "ghcr.io/acme/shop",
     appTag: "2026.11.28",

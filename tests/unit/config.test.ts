@@ -5,7 +5,6 @@ import test from "node:test";
 import { parse } from "yaml";
 import { ConfigError, cidrProblem, pulumiConfigDeclarations, validateConfig } from "../../infra/config";
 import { PROJECT_FILE, renderProjectFile } from "../../infra/project-file";
-import { appSecretProblems } from "../../infra/roles";
 
 const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHn9lq7g1xv3Y2Yl7Zb3eVq9tW4k8dG0ZcU2n6pYb1Xq owner@laptop";
 const MAIN_ACCOUNT = "0123456789abcdef0123456789abcdef";
@@ -105,8 +104,8 @@ const badInputs: Array<{ name: string; raw: Record<string, unknown>; key: string
   { name: "retention too short", raw: { backupRetentionDays: 7 }, key: "leaninfra:backupRetentionDays", mentions: "at least 21" },
   { name: "auth path covering the whole site", raw: { authPaths: ["/login", "/"] }, key: "leaninfra:authPaths[1]", mentions: "whole site" },
   { name: "auth path without a slash", raw: { authPaths: ["login"] }, key: "leaninfra:authPaths[0]", mentions: "is not a path" },
-  { name: "Redis without a job", raw: { redisEnabled: true }, key: "leaninfra:redisJob", mentions: "name Redis's one job" },
-  { name: "Redis with an unknown job", raw: { redisEnabled: true, redisJob: "pubsub" }, key: "leaninfra:redisJob", mentions: 'accepted: "" (none), cache, sessions, queue' },
+  { name: "the retired redisEnabled", raw: { redisEnabled: true }, key: "leaninfra:redisEnabled", mentions: "was replaced by leaninfra:redisJob" },
+  { name: "Redis with an unknown job", raw: { redisJob: "pubsub" }, key: "leaninfra:redisJob", mentions: "accepted: none, cache, sessions, queue" },
   { name: "app env overriding DATABASE_URL", raw: { appEnv: ["LOG_LEVEL=info", "DATABASE_URL=postgres://x"] }, key: "leaninfra:appEnv[1]", mentions: "LeanInfra provides itself" },
   { name: "app env without a value", raw: { appEnv: ["LOG_LEVEL"] }, key: "leaninfra:appEnv[0]", mentions: "is not KEY=value" },
   { name: "image with a tag", raw: { appImage: "ghcr.io/acme/shop:1.2" }, key: "leaninfra:appImage", mentions: "without tag" },
@@ -253,18 +252,26 @@ test("the example prod stack is valid and protected", () => {
 });
 
 test("secret values get the app role's own checks before anything is registered, named by config key, never quoted", () => {
-  const cfg = validateConfig("prod", { ...valid, appImage: "ghcr.io/acme/shop", appTag: "1.0.0", appEnv: ["LOG_LEVEL=info"] });
-  assert.deepEqual(appSecretProblems(cfg, { appSecretEnv: "SESSION_SECRET=x\n# note\nA=1" }), []);
-  const problems = appSecretProblems(cfg, { appSecretEnv: "pasted-secret\nLOG_LEVEL=debug\nDATABASE_URL=postgres://x" });
-  assert.deepEqual(problems, [
-    "leaninfra:appSecretEnv line 1: this line is not KEY=value with KEY made of letters, digits and _ (not starting with a digit)",
-    "leaninfra:appSecretEnv line 2: LOG_LEVEL is already set by env[0]",
-    "leaninfra:appSecretEnv line 3: DATABASE_URL is set by the deploy itself (RELEASE, PORT, DATABASE_URL, REDIS_URL); use databaseUrl/redisUrl, or another name",
-  ]);
-  assert.ok(problems.every((p) => !p.includes("pasted-secret") && !p.includes("debug")));
-  const withUser = validateConfig("prod", { ...valid, appImage: "ghcr.io/acme/shop", appRegistryUser: "deploy" });
-  assert.deepEqual(appSecretProblems(withUser, {}), [
-    "leaninfra:appRegistryPassword: registryUser and registryPassword go together: set both for a private registry, or neither",
-  ]);
-  assert.deepEqual(appSecretProblems(withUser, { appRegistryPassword: "token" }), []);
+  const app = { ...valid, appImage: "ghcr.io/acme/shop", appTag: "1.0.0", appEnv: ["LOG_LEVEL=info"] };
+  const secretProblems = (raw: Record<string, unknown>, secretValues: Record<string, string>) => {
+    try {
+      validateConfig("prod", raw, [], { secretValues });
+      return [];
+    } catch (error) {
+      assert.ok(error instanceof ConfigError, String(error));
+      return error.problems;
+    }
+  };
+  assert.deepEqual(secretProblems(app, { appSecretEnv: "SESSION_SECRET=x\n# note\nA=1" }), []);
+  const found = secretProblems(app, { appSecretEnv: "pasted-secret\nLOG_LEVEL=debug\nDATABASE_URL=postgres://x" });
+  assert.equal(found.length, 3, found.join("\n"));
+  assert.ok(found[0].startsWith("leaninfra:appSecretEnv: line 1"), found[0]);
+  assert.ok(found[1].startsWith("leaninfra:appSecretEnv: line 2") && found[1].includes("LOG_LEVEL"), found[1]);
+  assert.ok(found[2].startsWith("leaninfra:appSecretEnv: line 3") && found[2].includes("DATABASE_URL"), found[2]);
+  assert.ok(found.every((p) => !p.includes("pasted-secret") && !p.includes("debug")));
+  const withUser = { ...valid, appImage: "ghcr.io/acme/shop", appRegistryUser: "deploy" };
+  const missing = secretProblems(withUser, { appRegistryPassword: "" });
+  assert.equal(missing.length, 1, missing.join("\n"));
+  assert.ok(missing[0].startsWith("leaninfra:appRegistry"), missing[0]);
+  assert.deepEqual(secretProblems(withUser, { appRegistryPassword: "token" }), []);
 });

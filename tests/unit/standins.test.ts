@@ -19,7 +19,7 @@ test("every resource type and look-up of the program, in every mode, has a stand
   const known = new Set(PACKAGES.flatMap((pkg) => Object.keys(CATALOG[pkg].resources)));
   const functions = new Set(PACKAGES.flatMap((pkg) => Object.keys(CATALOG[pkg].functions)));
   const calls: string[] = [];
-  for (const raw of [{}, { cdnProxy: false, acmeEmail: "owner@example.com" }, { redisEnabled: true, redisJob: "cache", appImage: "ghcr.io/acme/shop" }]) {
+  for (const raw of [{}, { cdnProxy: false, acmeEmail: "owner@example.com" }, { redisJob: "cache", appImage: "ghcr.io/acme/shop" }]) {
     const cfg = validateConfig("prod", { ...MINIMAL_CONFIG, ...raw });
     const tracked: Record<string, (args: Record<string, unknown>) => Record<string, unknown>> = {};
     const run = await runWithMocks({ project: "leaninfra", stack: "prod", preview: false, config: {}, computed: mockCloudOutputs, calls: new Proxy(tracked, {
