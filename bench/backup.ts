@@ -141,15 +141,15 @@ async function main(): Promise<void> {
     const port = await freePort();
     const result = await withDebianRoot((root) => {
       const password = `Bench${randomBytes(12).toString("hex")}`;
-      fs.writeFileSync(root.hostPath("/root/postgres.sh"), renderRoleBundle(postgresRole({ memoryMb: 4096, vcpus: 2, maxConnections: 0, database: DB, user: "bench_app", password, port })));
+      fs.writeFileSync(root.hostPath("/root/postgres.sh"), renderRoleBundle(postgresRole({ memoryMb: 4096, vcpus: 2, postgresMaxConnections: 0, postgresDatabase: DB, postgresUser: "bench_app", password, port })));
       fs.writeFileSync(
         root.hostPath("/root/backups.sh"),
         renderRoleBundle(
           backupsRole({
             s3: { endpoint: s3.endpoint, bucket: s3.bucket, accessKeyId: s3.accessKey, secretAccessKey: s3.secretKey },
             cipherPassphrase: `Bench${randomBytes(16).toString("hex")}`,
-            retentionDays: 35,
-            database: DB,
+            backupRetentionDays: 35,
+            postgresDatabase: DB,
             vcpus: 2,
             port,
             storageCaPem: s3.caPem,

@@ -34,13 +34,13 @@ async function main(): Promise<void> {
     { docker: true, scratch: ["/var/lib/docker"], binds: [{ host: registryDir, root: REGISTRY_MOUNT, readOnly: true }] },
     async (root) => {
       await prepareHost(root, pki, REGISTRY_MOUNT);
-      const v1 = testAppSettings({ drainSeconds });
+      const v1 = testAppSettings({ appDrainSeconds: drainSeconds });
       const first = await applyRole(root, appRole(v1));
       if (first.code !== 0) throw new Error(`deploying v1 failed:\n${show(first)}`);
 
       const load = new LoadGenerator(pki, { concurrency, maxDurationMs: 3 * 60_000 }).start();
       await load.warmUp();
-      const deploy = await applyRole(root, appRole({ ...v1, tag: RELEASES.b }));
+      const deploy = await applyRole(root, appRole({ ...v1, appTag: RELEASES.b }));
       await new Promise((r) => setTimeout(r, 500));
       const report = await load.stop();
       if (deploy.code !== 0) throw new Error(`deploying v2 failed:\n${show(deploy)}`);

@@ -1,20 +1,11 @@
+import { defineRole, placeholderPassword, refuseProblems } from "../host/define";
 import { LAYOUT } from "../host/layout";
-import { HostRole, systemctlHandler } from "../host/role";
-import {
-  APP_PATHS,
-  deployScript,
-  renderDaemonJson,
-  renderDeployConfig,
-  renderEnvFile,
-  renderSecretEnvFile,
-} from "./render";
-import { AppSettings, assertValidAppSettings } from "./settings";
+import { HostRole } from "../host/role";
+import { APP_PATHS, deployScript, renderDeployConfig, renderEnvFile, renderSecretEnvFile } from "./render";
+import { AppInputs, AppSettings, appSettingsProblems, appSettingsSchema } from "./settings";
 
-export { APP_PATHS, STOP_TIMEOUT_SECONDS, deployScript, renderDaemonJson, renderDeployConfig, renderEnvFile, renderSecretEnvFile } from "./render";
-export { AppSettings, RESERVED_ENV, appSettingsProblems, assertValidAppSettings, registryHost } from "./settings";
-
-// live-restore keeps the app's containers running while dockerd restarts for a new daemon.json.
-const restartDocker = systemctlHandler("restart docker");
+export { APP_PATHS, DEPLOY_SCRIPT_FILE, STOP_TIMEOUT_SECONDS, deployScript, renderDeployConfig, renderEnvFile, renderSecretEnvFile } from "./render";
+export { AppInputs, AppSettings, appSettingsProblems, appSettingsSchema, registryHost, secretEnvEntries } from "./settings";
 
 const validate = `bash -n ${APP_PATHS.deployScript}
 bash -n ${APP_PATHS.deployConf}`;
@@ -32,39 +23,16 @@ ${APP_PATHS.deployScript} >&2
 echo "deployed: $(${APP_PATHS.deployScript} --status)"`;
 
 /**
- * The product's container: Docker from Debian, the app's env files, and leaninfra-deploy, which puts a
- * release behind nginx with zero downtime (blue/green slots on LAYOUT.app.slotPorts). Needs the base
- * role (layout) and the proxy role (nginx with LAYOUT.nginx.upstream and LAYOUT.nginx.release included).
- * Throws an Error naming every invalid field of the settings.
+ * The product's container: the app's env files, and leaninfra-deploy, which puts a release behind nginx
+ * with zero downtime (blue/green slots on LAYOUT.app.slotPorts). Needs the docker role, and the proxy
+ * role (nginx with LAYOUT.nginx.upstream and LAYOUT.nginx.release included).
+ * Throws SettingsError naming the config key of every invalid setting.
  */
-/**
- * Docker with its bridge pinned to LAYOUT.dockerBridge. A role of its own, applied right after base:
- * PostgreSQL and Redis listen on the bridge address, so it must exist before they start.
- */
-export function dockerRole(): HostRole {
-  return {
-    name: "docker",
-    description: `Docker with its bridge pinned to ${LAYOUT.dockerBridge.address}, logging to the journal`,
-    // Debian's docker.io only recommends its client (docker-cli); tini is the docker-init behind `docker run --init`.
-    packages: ["docker.io", "docker-cli", "tini"],
-    directories: [{ path: "/etc/docker", mode: "0755" }],
-    files: [{ path: APP_PATHS.dockerDaemonJson, mode: "0644", content: renderDaemonJson(), onChange: restartDocker }],
-    validate: `dockerd --validate --config-file=${APP_PATHS.dockerDaemonJson} >/dev/null`,
-    healthCheck: dockerHealthCheck,
-  };
-}
-
-// Without systemd (the test roots) dockerd is not started by the package; there is nothing to probe.
-const dockerHealthCheck = `if [ -d /run/systemd/system ]; then
-  systemctl is-active --quiet docker || { echo "docker is not running (systemctl status docker)" >&2; exit 1; }
-  ip -4 addr show docker0 | grep -qF 'inet ${LAYOUT.dockerBridge.address}/' || { echo "docker0 does not have ${LAYOUT.dockerBridge.address}" >&2; exit 1; }
-fi`;
-
 export function appRole(settings: AppSettings): HostRole {
-  assertValidAppSettings(settings);
+  refuseProblems("app", appSettingsProblems(settings));
   return {
     name: "app",
-    description: `the app container ${settings.image}:${settings.tag} behind nginx, deployed blue/green with zero downtime`,
+    description: `the app container ${settings.appImage}:${settings.appTag} behind nginx, deployed blue/green with zero downtime`,
     packages: ["curl"],
     directories: [
       { path: APP_PATHS.configDir, mode: "0755" },
@@ -78,10 +46,46 @@ export function appRole(settings: AppSettings): HostRole {
       { path: APP_PATHS.envFile, mode: "0600", content: renderEnvFile(settings) },
       { path: APP_PATHS.secretEnvFile, mode: "0600", content: renderSecretEnvFile(settings) },
       // Empty without registry credentials, so removing them from the stack removes them from the host.
-      { path: APP_PATHS.registryPasswordFile, mode: "0600", content: settings.registryPassword ?? "" },
+      { path: APP_PATHS.registryPasswordFile, mode: "0600", content: settings.appRegistryPassword },
     ],
     validate,
     apply,
     healthCheck: `${APP_PATHS.deployScript} --health`,
   };
 }
+
+export const role = defineRole<typeof appSettingsSchema, AppInputs>({
+  name: "app",
+  after: ["postgres", "proxy"],
+  settings: appSettingsSchema,
+  enabled: (s) => s.appImage !== "",
+  inputs: {
+    databaseUrl: { from: "role", role: "postgres", offer: "databaseUrl" },
+    redisUrl: { from: "role", role: "redis", offer: "redisUrl" },
+    appSecretEnv: {
+      from: "secretConfig",
+      key: "appSecretEnv",
+      description: "Secret environment of the app, one KEY=value a line (e.g. SESSION_SECRET=...). Optional; set it encrypted: pulumi config set --secret leaninfra:appSecretEnv ...",
+    },
+    appRegistryPassword: {
+      from: "secretConfig",
+      key: "appRegistryPassword",
+      description: "Password or token for appRegistryUser's private registry. Optional; set it encrypted: pulumi config set --secret leaninfra:appRegistryPassword ...",
+      placeholder: (s) => (s.appRegistryUser ? placeholderPassword("app-registry-password") : ""),
+    },
+  },
+  render: (s, inputs) =>
+    appRole({
+      appImage: s.appImage,
+      appTag: s.appTag,
+      appPort: s.appPort,
+      appHealthPath: s.appHealthPath,
+      appHealthTimeoutSeconds: s.appHealthTimeoutSeconds,
+      appDrainSeconds: s.appDrainSeconds,
+      appKeepImages: s.appKeepImages,
+      appEnv: s.appEnv,
+      appMigrationCommand: s.appMigrationCommand,
+      appRegistryUser: s.appRegistryUser,
+      ...inputs,
+    }),
+});

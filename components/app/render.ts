@@ -1,6 +1,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { LAYOUT } from "../host/layout";
+import { shellAssignment } from "../host/script";
 import { AppSettings, registryHost, secretEnvEntries } from "./settings";
 
 /** Where the app role's files live on the VM. */
@@ -12,7 +13,6 @@ export const APP_PATHS = Object.freeze({
   envFile: `${LAYOUT.secrets}/app.env`,
   secretEnvFile: `${LAYOUT.secrets}/app-secrets.env`,
   registryPasswordFile: `${LAYOUT.secrets}/app-registry-password`,
-  dockerDaemonJson: "/etc/docker/daemon.json",
   /** The deploy history (one release per line) that image pruning reads. */
   stateDir: `${LAYOUT.state}/app`,
   metricsFile: `${LAYOUT.textfileDir}/leaninfra_app.prom`,
@@ -21,40 +21,24 @@ export const APP_PATHS = Object.freeze({
 /** Seconds `docker stop` waits for the old release to exit after SIGTERM before killing it. */
 export const STOP_TIMEOUT_SECONDS = 30;
 
+/** The deploy script's source: a static file, installed as it is. */
+export const DEPLOY_SCRIPT_FILE = path.join(__dirname, "files", "leaninfra-deploy.sh");
+
 const MANAGED = 'Managed by LeanInfra (role "app"); change the app settings of the stack and run pulumi up, not this file.';
 
-/** One single-quoted shell word. */
-function shq(value: string): string {
-  return `'${value.replace(/'/g, `'\\''`)}'`;
-}
-
-/** The deploy script, exactly as it lands in /usr/local/sbin (a static file next to this one). */
+/** The deploy script, exactly as it lands in /usr/local/sbin. */
 export function deployScript(): string {
-  return fs.readFileSync(path.join(__dirname, "leaninfra-deploy.sh"), "utf8");
-}
-
-/**
- * /etc/docker/daemon.json: the bridge pinned to LAYOUT.dockerBridge (PostgreSQL and Redis listen on
- * its address for the app), container logs into the journal, containers kept running while dockerd restarts.
- */
-export function renderDaemonJson(): string {
-  const prefix = LAYOUT.dockerBridge.subnet.split("/")[1];
-  const config = {
-    bip: `${LAYOUT.dockerBridge.address}/${prefix}`,
-    "log-driver": "journald",
-    "live-restore": true,
-  };
-  return `${JSON.stringify(config, null, 2)}\n`;
+  return fs.readFileSync(DEPLOY_SCRIPT_FILE, "utf8");
 }
 
 /** The plain env file: one KEY=value per line, as `docker run --env-file` reads it (no quoting). */
 export function renderEnvFile(settings: AppSettings): string {
-  return [`# ${MANAGED}`, "# Plain settings of the app container (docker --env-file: KEY=value, taken literally).", ...settings.env, ""].join("\n");
+  return [`# ${MANAGED}`, "# Plain settings of the app container (docker --env-file: KEY=value, taken literally).", ...settings.appEnv, ""].join("\n");
 }
 
-/** The secret env file: secretEnv, DATABASE_URL and REDIS_URL (when set). Root-only on the host. */
+/** The secret env file: appSecretEnv, DATABASE_URL and REDIS_URL (when set). Root-only on the host. */
 export function renderSecretEnvFile(settings: AppSettings): string {
-  const lines = [`# ${MANAGED}`, "# Secret settings of the app container (docker --env-file: KEY=value, taken literally).", ...secretEnvEntries(settings.secretEnv).map((e) => e.text)];
+  const lines = [`# ${MANAGED}`, "# Secret settings of the app container (docker --env-file: KEY=value, taken literally).", ...secretEnvEntries(settings.appSecretEnv).map((e) => e.text)];
   lines.push(`DATABASE_URL=${settings.databaseUrl}`);
   if (settings.redisUrl) lines.push(`REDIS_URL=${settings.redisUrl}`);
   return `${lines.join("\n")}\n`;
@@ -62,33 +46,31 @@ export function renderSecretEnvFile(settings: AppSettings): string {
 
 /** The settings leaninfra-deploy sources: bash assignments, every value single-quoted. */
 export function renderDeployConfig(settings: AppSettings): string {
-  const assign = (name: string, value: string | number) => `${name}=${typeof value === "number" ? String(value) : shq(value)}`;
-  const list = (name: string, values: string[]) => `${name}=(${values.map(shq).join(" ")})`;
   return [
     `# ${MANAGED}`,
     `# Read by ${APP_PATHS.deployScript}; sourced by bash.`,
-    assign("image", settings.image),
-    assign("release", settings.tag),
+    shellAssignment("image", settings.appImage),
+    shellAssignment("release", settings.appTag),
     `# Registry to log in to when the image is not on this host ('' = Docker Hub); no user = no login.`,
-    assign("registry_host", registryHost(settings.image)),
-    assign("registry_user", settings.registryUser ?? ""),
-    assign("registry_password_file", APP_PATHS.registryPasswordFile),
-    list("env_files", [APP_PATHS.envFile, APP_PATHS.secretEnvFile]),
-    assign("container_port", settings.containerPort),
-    assign("health_path", settings.healthPath),
-    assign("health_timeout_seconds", settings.healthTimeoutSeconds),
-    assign("drain_seconds", settings.drainSeconds),
-    assign("stop_timeout_seconds", STOP_TIMEOUT_SECONDS),
-    assign("keep_images", settings.keepImages),
-    list("migration_command", settings.migrationCommand ?? []),
-    assign("host_alias", LAYOUT.dockerHostName),
-    assign("blue_port", LAYOUT.app.slotPorts.blue),
-    assign("green_port", LAYOUT.app.slotPorts.green),
-    assign("upstream_file", LAYOUT.nginx.upstream),
-    assign("release_file", LAYOUT.nginx.release),
-    assign("deploy_log", LAYOUT.app.deployLog),
-    assign("metrics_file", APP_PATHS.metricsFile),
-    assign("state_dir", APP_PATHS.stateDir),
+    shellAssignment("registry_host", registryHost(settings.appImage)),
+    shellAssignment("registry_user", settings.appRegistryUser),
+    shellAssignment("registry_password_file", APP_PATHS.registryPasswordFile),
+    shellAssignment("env_files", [APP_PATHS.envFile, APP_PATHS.secretEnvFile]),
+    shellAssignment("container_port", settings.appPort),
+    shellAssignment("health_path", settings.appHealthPath),
+    shellAssignment("health_timeout_seconds", settings.appHealthTimeoutSeconds),
+    shellAssignment("drain_seconds", settings.appDrainSeconds),
+    shellAssignment("stop_timeout_seconds", STOP_TIMEOUT_SECONDS),
+    shellAssignment("keep_images", settings.appKeepImages),
+    shellAssignment("migration_command", settings.appMigrationCommand),
+    shellAssignment("host_alias", LAYOUT.dockerHostName),
+    shellAssignment("blue_port", LAYOUT.app.slotPorts.blue),
+    shellAssignment("green_port", LAYOUT.app.slotPorts.green),
+    shellAssignment("upstream_file", LAYOUT.nginx.upstream),
+    shellAssignment("release_file", LAYOUT.nginx.release),
+    shellAssignment("deploy_log", LAYOUT.app.deployLog),
+    shellAssignment("metrics_file", APP_PATHS.metricsFile),
+    shellAssignment("state_dir", APP_PATHS.stateDir),
     "",
   ].join("\n");
 }

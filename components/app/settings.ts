@@ -1,40 +1,86 @@
-/**
- * What the app role needs to know about the product's container. Plain values: the stack passes the
- * secret ones (registryPassword, secretEnv, databaseUrl, redisUrl) as Pulumi secret outputs, and they
- * only ever land in root-only 0600 files on the host.
- */
-export interface AppSettings {
-  /** Image repository without a tag, e.g. "ghcr.io/acme/shop" (Docker Hub: "acme/shop"). */
-  image: string;
-  /** The release to serve: a tag of `image`, e.g. "1.8.4". Roll back by setting the previous tag. */
-  tag: string;
-  /** Registry login, when the image is private: both or neither. */
-  registryUser?: string;
-  registryPassword?: string;
-  /** Plain settings for the container, "KEY=value" each. */
-  env: string[];
-  /** Secret settings, "KEY=value" lines ("" for none; blank lines and # comments are ignored). */
-  secretEnv: string;
-  /** Given to the container as DATABASE_URL, e.g. "postgresql://app:PW@host.docker.internal:5432/app". */
-  databaseUrl: string;
-  /** Given to the container as REDIS_URL when set, e.g. "redis://host.docker.internal:6379/0". */
-  redisUrl?: string;
-  /** The port the app listens on inside its container (also given to it as PORT). */
-  containerPort: number;
-  /** Path that answers 200 once the release can serve, e.g. "/healthz". */
-  healthPath: string;
-  /** How long a new release may take to answer 200 on healthPath before the deploy gives up. */
-  healthTimeoutSeconds: number;
-  /** How long the old release keeps running after nginx switched, so requests in flight finish. */
-  drainSeconds: number;
-  /** How many of the last deployed releases' images stay on the host (the serving and previous one always do). */
-  keepImages: number;
-  /** Run once in the new image, with the app's environment, before traffic switches (e.g. ["npm", "run", "migrate"]). */
-  migrationCommand?: string[];
-}
+import { z } from "zod";
+import { RESERVED_APP_ENV } from "../host/names";
 
-/** Set by the deploy itself; the app's own env may not redefine them. */
-export const RESERVED_ENV = ["RELEASE", "PORT", "DATABASE_URL", "REDIS_URL"] as const;
+/** The app role's config keys (Pulumi.<stack>.yaml `leaninfra:app*`), with their defaults. */
+export const appSettingsSchema = z.object({
+  appImage: z
+    .string()
+    .refine((v) => v === "" || /^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(\/[a-z0-9]+([._-][a-z0-9]+)*)*$/.test(v) || /^[a-z0-9.-]+(:[0-9]+)?(\/[a-z0-9._-]+)+$/.test(v), {
+      message: "is not a container image name without tag (accepted: e.g. ghcr.io/acme/shop)",
+    })
+    .default("")
+    .describe("The product's container image, without tag (e.g. ghcr.io/acme/shop). Empty: no app deployed yet."),
+  appTag: z
+    .string()
+    .regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/, { message: "is not an image tag (accepted: e.g. 1.8.4 or 2026-11-28.3)" })
+    .default("latest")
+    .describe("The release to run. Deploy = set a new tag and pulumi up; rollback = set the previous tag and pulumi up."),
+  appPort: z
+    .number()
+    .int()
+    .min(1)
+    .max(65535)
+    .default(8080)
+    .describe("The port the app listens on inside its container."),
+  appHealthPath: z
+    .string()
+    .regex(/^\/[A-Za-z0-9._~\/?=&-]*$/, { message: 'is not a path (accepted: starts with "/", e.g. /healthz)' })
+    .default("/healthz")
+    .describe("Path that answers 200 when the app can serve (it should check its database)."),
+  appHealthTimeoutSeconds: z
+    .number()
+    .int()
+    .min(5)
+    .max(1800)
+    .default(90)
+    .describe("How long a new release may take to answer its health path before the deploy gives up and keeps the old one."),
+  appDrainSeconds: z
+    .number()
+    .int()
+    .min(0)
+    .max(600)
+    .default(15)
+    .describe("Seconds the old release keeps running after the switch, so requests in flight finish."),
+  appKeepImages: z
+    .number()
+    .int()
+    .min(2)
+    .max(50)
+    .default(5)
+    .describe("Releases kept on the server, so a rollback needs no registry."),
+  appEnv: z
+    .array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*=.*$/, { message: "is not KEY=value (accepted: e.g. LOG_LEVEL=info)" }))
+    .default([])
+    .describe("Plain environment of the app, as KEY=value. Secrets go in the secret leaninfra:appSecretEnv instead."),
+  appMigrationCommand: z
+    .array(z.string().min(1, { message: "is empty (accepted: one argument of the command, e.g. migrate)" }))
+    .default([])
+    .describe("One-shot command (as a list of arguments) run in the new release before traffic switches, e.g. [./manage, migrate]; empty when the app migrates itself."),
+  appRegistryUser: z
+    .string()
+    .default("")
+    .describe("User for a private registry; its password is the secret leaninfra:appRegistryPassword."),
+});
+
+/** What the app role gets beyond its config keys: the secret config keys and the other roles' offers. */
+export type AppInputs = {
+  /** Given to the container as DATABASE_URL, e.g. "postgresql://app:PW@host.docker.internal:5432/app" (the postgres role's offer). */
+  databaseUrl: string;
+  /** Given to the container as REDIS_URL when set, e.g. "redis://host.docker.internal:6379/0" (the redis role's offer; undefined without Redis). */
+  redisUrl?: string;
+  /** Secret settings, "KEY=value" lines ("" for none; blank lines and # comments are ignored). */
+  appSecretEnv: string;
+  /** The registry password, with appRegistryUser ("" for none). */
+  appRegistryPassword: string;
+};
+
+/**
+ * What the app role needs to know about the product's container: its config keys (appImage is the
+ * repository without tag, appTag the release to serve, appEnv "KEY=value" each, appMigrationCommand
+ * [] for none, appRegistryUser "" for none) and its inputs. The secret ones only ever land in
+ * root-only 0600 files on the host.
+ */
+export type AppSettings = z.output<typeof appSettingsSchema> & AppInputs;
 
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 // Docker's reference grammar: optional registry host[:port], then lowercase path components.
@@ -55,11 +101,11 @@ export function registryHost(image: string): string {
 function imageProblem(image: unknown): string | undefined {
   const accepted = '(accepted: a repository without tag or digest, e.g. "ghcr.io/acme/shop" or "acme/shop")';
   if (typeof image !== "string" || image === "") return `must be an image repository ${accepted}`;
-  if (image.includes("@")) return `${JSON.stringify(image)} has a digest; give the repository here and the release as tag ${accepted}`;
+  if (image.includes("@")) return `${JSON.stringify(image)} has a digest; give the repository here and the release as appTag ${accepted}`;
   const host = registryHost(image);
   const path = host === "" ? image : image.slice(host.length + 1);
   if (host !== "" && !REGISTRY_HOST.test(host)) return `${JSON.stringify(image)} has an invalid registry host "${host}" ${accepted}`;
-  if (path.includes(":")) return `${JSON.stringify(image)} carries a tag; put the release in tag instead ${accepted}`;
+  if (path.includes(":")) return `${JSON.stringify(image)} carries a tag; put the release in appTag instead ${accepted}`;
   if (image.length > 255 || !path.split("/").every((c) => PATH_COMPONENT.test(c))) {
     return `${JSON.stringify(image)} is not a Docker repository name: lowercase letters, digits and . _ - between slashes ${accepted}`;
   }
@@ -70,7 +116,7 @@ function wholeNumber(value: unknown, min: number, max: number): boolean {
   return typeof value === "number" && Number.isInteger(value) && value >= min && value <= max;
 }
 
-/** "KEY=value" lines of secretEnv that carry a setting (blank lines and # comments dropped), with their line numbers. */
+/** "KEY=value" lines of appSecretEnv that carry a setting (blank lines and # comments dropped), with their line numbers. */
 export function secretEnvEntries(secretEnv: string): { line: number; text: string }[] {
   return secretEnv
     .split("\n")
@@ -79,105 +125,97 @@ export function secretEnvEntries(secretEnv: string): { line: number; text: strin
 }
 
 /**
- * Every problem with the settings, each starting with the field it is about; empty when valid.
- * Secret values are never quoted back.
+ * Every problem with the settings, each starting with the config key (or input) it is about, then a
+ * space; empty when valid. Secret values (appSecretEnv, appRegistryPassword, the URLs) are never quoted.
  */
 export function appSettingsProblems(settings: AppSettings): string[] {
   const problems: string[] = [];
-  const add = (field: string, message: string) => problems.push(`${field}: ${message}`);
+  const add = (key: string, message: string) => problems.push(`${key} ${message}`);
   const s = settings as Partial<Record<keyof AppSettings, unknown>>;
 
-  const image = imageProblem(s.image);
-  if (image) add("image", image);
-  if (typeof s.tag !== "string" || !TAG.test(s.tag)) {
-    add("tag", `${JSON.stringify(s.tag)} is not a Docker tag (accepted: letters, digits and _ . -, at most 128, not starting with . or -; e.g. "1.8.4")`);
+  const image = imageProblem(s.appImage);
+  if (image) add("appImage", image);
+  if (typeof s.appTag !== "string" || !TAG.test(s.appTag)) {
+    add("appTag", `${JSON.stringify(s.appTag)} is not a Docker tag (accepted: letters, digits and _ . -, at most 128, not starting with . or -; e.g. "1.8.4")`);
   }
 
-  const hasUser = s.registryUser !== undefined && s.registryUser !== "";
-  const hasPassword = s.registryPassword !== undefined && s.registryPassword !== "";
-  if (hasUser && (typeof s.registryUser !== "string" || /\s/.test(s.registryUser) || CONTROL.test(s.registryUser))) {
-    add("registryUser", `${JSON.stringify(s.registryUser)} must be a user name without spaces`);
+  const hasUser = s.appRegistryUser !== undefined && s.appRegistryUser !== "";
+  const hasPassword = s.appRegistryPassword !== undefined && s.appRegistryPassword !== "";
+  if (hasUser && (typeof s.appRegistryUser !== "string" || /\s/.test(s.appRegistryUser) || CONTROL.test(s.appRegistryUser))) {
+    add("appRegistryUser", `${JSON.stringify(s.appRegistryUser)} must be a user name without spaces`);
   }
-  if (hasPassword && (typeof s.registryPassword !== "string" || CONTROL.test(s.registryPassword))) {
-    add("registryPassword", "must be one line of text");
+  if (hasPassword && (typeof s.appRegistryPassword !== "string" || CONTROL.test(s.appRegistryPassword))) {
+    add("appRegistryPassword", "must be one line of text");
   }
   if (hasUser !== hasPassword) {
-    add(hasUser ? "registryPassword" : "registryUser", "registryUser and registryPassword go together: set both for a private registry, or neither");
+    if (hasUser) add("appRegistryPassword", "goes together with appRegistryUser: set both for a private registry, or neither");
+    else add("appRegistryUser", "goes together with appRegistryPassword: set both for a private registry, or neither");
   }
 
   const keys = new Map<string, string>();
-  const checkEntry = (field: string, entry: unknown, secret: boolean) => {
+  const checkEntry = (where: string, entry: unknown, secret: boolean) => {
     if (typeof entry !== "string") {
-      add(field, "must be a string KEY=value");
+      add(where, "must be a string KEY=value");
       return;
     }
     const eq = entry.indexOf("=");
     const key = eq < 0 ? entry : entry.slice(0, eq);
-    const shown = secret ? `"${key}=…"` : JSON.stringify(entry);
+    // A secret line without "=" may be a pasted secret: never quote it back.
     if (eq < 1 || !ENV_KEY.test(key)) {
-      // A secret line without "=" may be a pasted secret: never quote it back.
-      add(field, `${secret ? "this line" : shown} is not KEY=value with KEY made of letters, digits and _ (not starting with a digit)`);
+      add(where, `${secret ? "" : `${JSON.stringify(entry)} `}is not KEY=value with KEY made of letters, digits and _ (not starting with a digit)`);
       return;
     }
-    if (CONTROL.test(entry)) add(field, `${shown}: the value may not contain control characters or newlines`);
-    if ((RESERVED_ENV as readonly string[]).includes(key)) {
-      add(field, `${key} is set by the deploy itself (${RESERVED_ENV.join(", ")}); use databaseUrl/redisUrl, or another name`);
+    const shown = secret ? `"${key}=…"` : JSON.stringify(entry);
+    if (CONTROL.test(entry)) add(where, `${shown} has control characters or newlines in its value (accepted: one line of text)`);
+    if ((RESERVED_APP_ENV as readonly string[]).includes(key)) {
+      add(where, `sets ${key}, which LeanInfra provides itself: the deploy sets ${RESERVED_APP_ENV.join(", ")} (accepted: any other KEY=value)`);
     } else if (keys.has(key)) {
-      add(field, `${key} is already set by ${keys.get(key)}`);
+      add(where, `sets ${key}, which ${keys.get(key)} already sets (accepted: each KEY once in appEnv and appSecretEnv)`);
     }
-    keys.set(key, field);
+    keys.set(key, where);
   };
-  if (!Array.isArray(s.env)) add("env", 'must be a list of "KEY=value" strings ([] for none)');
-  else s.env.forEach((entry, i) => checkEntry(`env[${i}]`, entry, false));
-  if (typeof s.secretEnv !== "string") add("secretEnv", 'must be "KEY=value" lines ("" for none)');
-  else for (const { line, text } of secretEnvEntries(s.secretEnv)) checkEntry(`secretEnv line ${line}`, text, true);
+  if (!Array.isArray(s.appEnv)) add("appEnv", 'must be a list of "KEY=value" strings ([] for none)');
+  else s.appEnv.forEach((entry, i) => checkEntry(`appEnv[${i}]`, entry, false));
+  if (typeof s.appSecretEnv !== "string") add("appSecretEnv", 'must be "KEY=value" lines ("" for none)');
+  else for (const { line, text } of secretEnvEntries(s.appSecretEnv)) checkEntry(`appSecretEnv line ${line}`, text, true);
 
-  const url = (field: string, value: unknown, schemes: string[], example: string) => {
+  const url = (key: string, value: unknown, schemes: string[], example: string) => {
     const accepted = `(accepted: ${schemes.map((x) => `${x}://`).join(" or ")} URL, e.g. "${example}")`;
     if (typeof value !== "string" || /\s/.test(value) || CONTROL.test(value)) {
-      add(field, `must be a URL without spaces ${accepted}`);
+      add(key, `must be a URL without spaces ${accepted}`);
       return;
     }
     let parsed: URL;
     try {
       parsed = new URL(value);
     } catch {
-      add(field, `is not a URL ${accepted}`);
+      add(key, `is not a URL ${accepted}`);
       return;
     }
-    if (!schemes.includes(parsed.protocol.replace(/:$/, ""))) add(field, `has scheme "${parsed.protocol}" ${accepted}`);
-    else if (parsed.hostname === "") add(field, `names no host ${accepted}`);
+    if (!schemes.includes(parsed.protocol.replace(/:$/, ""))) add(key, `has scheme "${parsed.protocol}" ${accepted}`);
+    else if (parsed.hostname === "") add(key, `names no host ${accepted}`);
   };
   url("databaseUrl", s.databaseUrl, ["postgresql", "postgres"], "postgresql://app:PASSWORD@host.docker.internal:5432/app");
   if (s.redisUrl !== undefined && s.redisUrl !== "") url("redisUrl", s.redisUrl, ["redis", "rediss"], "redis://host.docker.internal:6379/0");
 
-  if (!wholeNumber(s.containerPort, 1, 65535)) add("containerPort", `${JSON.stringify(s.containerPort)} must be a port number, 1 to 65535 (e.g. 8000)`);
-  if (typeof s.healthPath !== "string" || !HEALTH_PATH.test(s.healthPath) || s.healthPath.length > 200) {
-    add("healthPath", `${JSON.stringify(s.healthPath)} must be a URL path starting with / (letters, digits and . _ ~ / % ? = & + -; e.g. "/healthz")`);
+  if (!wholeNumber(s.appPort, 1, 65535)) add("appPort", `${JSON.stringify(s.appPort)} must be a port number, 1 to 65535 (e.g. 8000)`);
+  if (typeof s.appHealthPath !== "string" || !HEALTH_PATH.test(s.appHealthPath) || s.appHealthPath.length > 200) {
+    add("appHealthPath", `${JSON.stringify(s.appHealthPath)} must be a URL path starting with / (letters, digits and . _ ~ / % ? = & + -; e.g. "/healthz")`);
   }
-  if (!wholeNumber(s.healthTimeoutSeconds, 1, 3600)) {
-    add("healthTimeoutSeconds", `${JSON.stringify(s.healthTimeoutSeconds)} must be a whole number of seconds, 1 to 3600 (e.g. 60)`);
+  if (!wholeNumber(s.appHealthTimeoutSeconds, 1, 3600)) {
+    add("appHealthTimeoutSeconds", `${JSON.stringify(s.appHealthTimeoutSeconds)} must be a whole number of seconds, 1 to 3600 (e.g. 60)`);
   }
-  if (!wholeNumber(s.drainSeconds, 0, 600)) add("drainSeconds", `${JSON.stringify(s.drainSeconds)} must be a whole number of seconds, 0 to 600 (e.g. 10)`);
-  if (!wholeNumber(s.keepImages, 1, 100)) add("keepImages", `${JSON.stringify(s.keepImages)} must be a whole number, 1 to 100 (e.g. 5)`);
+  if (!wholeNumber(s.appDrainSeconds, 0, 600)) add("appDrainSeconds", `${JSON.stringify(s.appDrainSeconds)} must be a whole number of seconds, 0 to 600 (e.g. 10)`);
+  if (!wholeNumber(s.appKeepImages, 1, 100)) add("appKeepImages", `${JSON.stringify(s.appKeepImages)} must be a whole number, 1 to 100 (e.g. 5)`);
 
-  if (s.migrationCommand !== undefined) {
-    const cmd = s.migrationCommand;
-    if (!Array.isArray(cmd) || cmd.length === 0) {
-      add("migrationCommand", 'must be a non-empty list of arguments (e.g. ["npm", "run", "migrate"]), or left out');
-    } else {
-      cmd.forEach((arg, i) => {
-        if (typeof arg !== "string" || arg === "" || CONTROL.test(arg)) add(`migrationCommand[${i}]`, "must be a non-empty one-line string");
-      });
-    }
+  // [] means no migration.
+  const cmd = s.appMigrationCommand;
+  if (!Array.isArray(cmd)) {
+    add("appMigrationCommand", 'must be a list of arguments (e.g. ["npm", "run", "migrate"]), or [] for none');
+  } else {
+    cmd.forEach((arg, i) => {
+      if (typeof arg !== "string" || arg === "" || CONTROL.test(arg)) add(`appMigrationCommand[${i}]`, "must be a non-empty one-line string");
+    });
   }
   return problems;
-}
-
-/** Throws one Error listing every problem, each naming its field. */
-export function assertValidAppSettings(settings: AppSettings): void {
-  const problems = appSettingsProblems(settings);
-  if (problems.length > 0) {
-    throw new Error(`App settings have ${problems.length} problem(s):\n${problems.map((p) => `  - ${p}`).join("\n")}`);
-  }
 }

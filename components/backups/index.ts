@@ -1,8 +1,13 @@
+import * as path from "node:path";
+import { z } from "zod";
+import type { S3Settings } from "../backup-bucket";
+import { defineRole, refuseProblems } from "../host/define";
 import { LAYOUT } from "../host/layout";
 import { HostRole, RoleFile, systemctlHandler } from "../host/role";
+import { ShellValue, renderScript } from "../host/script";
 import { POSTGRES_PATHS as P } from "../postgres/config";
-import { backupScript, shq } from "./backup-script";
-import { DrillSettings, drillScript, restoreScript } from "./drill";
+import { backupScript } from "./backup-script";
+import { DrillSettings, RestoreSettings, drillScript, drillSettingsProblems, restoreScript, restoreSettingsProblems } from "./drill";
 import { BACKUPS } from "./layout";
 import {
   ARCHIVE_COMMAND,
@@ -10,6 +15,7 @@ import {
   BACKUPS_PATHS,
   BACKUP_JOBS,
   BackupsSettings,
+  backupsSettingsProblems,
   parseS3Endpoint,
   renderArchivingConf,
   renderBackupsSecretsEnv,
@@ -24,31 +30,30 @@ export * from "./units";
 export { BACKUP_METRICS, DUMP_CIPHER_OPTIONS, JOB_TIME_LIMITS, LOCK_WAIT_SECONDS, backupScript, dumpObjectKey } from "./backup-script";
 export { BACKUPS } from "./layout";
 
+/** The role's host files and bundle snippets. */
+export const BACKUPS_FILES_DIR = path.join(__dirname, "files");
+
 const daemonReload = systemctlHandler("daemon-reload");
+
+/** A bundle snippet from files/NAME: its settings filled in, without the shebang (the bundle runs it as a function). */
+function snippet(name: string, settings: Record<string, ShellValue>): string {
+  return renderScript(path.join(BACKUPS_FILES_DIR, name), settings).replace(/^#!.*\n/, "");
+}
 
 /** The tools that read the new files check them: PostgreSQL, pgBackRest (offline) and systemd. */
 function validateScript(): string {
-  // By name: systemd finds them in /etc/systemd/system, and the template needs an instance to be checked.
-  const units = [...BACKUP_JOBS.map((job) => BACKUP_SERVICE.replace("@.", `@${job}.`)), ...backupTimers(BACKUP_JOBS)];
-  return `cd /
-# PostgreSQL reads every conf.d file: a bad line fails here, and a later file must not override ours.
-value=$(runuser -u postgres -- ${P.bin}/postgres -D ${P.configDir} -C archive_command)
-if [ "$value" != ${shq(ARCHIVE_COMMAND)} ]; then
-  echo "PostgreSQL's configuration sets archive_command to '$value', not pgBackRest's (a conf.d file after ${BACKUPS_PATHS.archivingConf}?)" >&2
-  exit 1
-fi
-# pgBackRest reads its configuration without touching the bucket: an unknown option is a warning there.
-out=$(runuser -u postgres -- pgbackrest --config=${BACKUPS.pgbackrestConf} --stanza=${BACKUPS.stanza} help backup repo1-type 2>&1) || {
-  echo "$out" >&2
-  exit 1
-}
-if echo "$out" | grep -E 'WARN:|ERROR:' >&2; then
-  echo "pgBackRest does not accept ${BACKUPS.pgbackrestConf} (above)" >&2
-  exit 1
-fi
-# systemd reads the units; the drill's service only once leaninfra-drill is installed.
-systemd-analyze verify ${units.join(" ")}
-if [ -x ${BACKUPS.bin.drill} ]; then systemd-analyze verify ${DRILL_SERVICE}; fi`;
+  return snippet("backups-validate.sh", {
+    postgres_bin: P.bin,
+    postgres_config_dir: P.configDir,
+    archive_command: ARCHIVE_COMMAND,
+    archiving_conf: BACKUPS_PATHS.archivingConf,
+    pgbackrest_conf: BACKUPS.pgbackrestConf,
+    stanza: BACKUPS.stanza,
+    // By name: systemd finds them in /etc/systemd/system, and the template needs an instance to be checked.
+    units: [...BACKUP_JOBS.map((job) => BACKUP_SERVICE.replace("@.", `@${job}.`)), ...backupTimers(BACKUP_JOBS)],
+    drill_bin: BACKUPS.bin.drill,
+    drill_service: DRILL_SERVICE,
+  });
 }
 
 /**
@@ -58,133 +63,83 @@ if [ -x ${BACKUPS.bin.drill} ]; then systemd-analyze verify ${DRILL_SERVICE}; fi
  */
 function applyScript(settings: BackupsSettings): string {
   const s = resolveBackupsSettings(settings);
-  const endpoint = parseS3Endpoint(s.s3.endpoint);
-  const repo = `s3://${s.s3.bucket}${BACKUPS.repoPath}`;
-  return `cd /
-port=${s.port}
-die() {
-  echo "$*" >&2
-  exit 1
-}
-backrest() { runuser -u postgres -- pgbackrest --config=${BACKUPS.pgbackrestConf} --stanza=${BACKUPS.stanza} "$@"; }
-q() { runuser -u postgres -- psql -X -A -t -q -p "$port" -d postgres -c "$1"; }
-
-if ! pg_ctlcluster 17 main status >/dev/null 2>&1; then
-  die "PostgreSQL 17/main is not running: apply the postgres role first (pg_lsclusters shows the cluster)"
-fi
-tls=()
-${s.storageCaPem ? `tls=(--cacert ${BACKUPS_PATHS.storageCaFile})` : "# The system's CAs verify R2's certificate."}
-if ! error=$(curl --silent --show-error --output /dev/null --max-time 20 "\${tls[@]}" ${shq(endpoint.url + "/")} 2>&1); then
-  die "the bucket's endpoint ${endpoint.url} does not answer ($error): check the network and the endpoint (leaninfra:backup* settings)"
-fi
-
-# The stanza: 0 = fine, 2 = fine but no backup yet, 1 and 3 = missing (created here), anything else is a problem.
-# Printable ASCII only: with a wrong passphrase pgBackRest quotes binary garbage, which jq refuses.
-info=$(timeout 300 runuser -u postgres -- pgbackrest --config=${BACKUPS.pgbackrestConf} --stanza=${BACKUPS.stanza} --output=json info | tr -cd '\\40-\\176') ||
-  die "pgbackrest info failed; see /var/log/pgbackrest/"
-code=$(jq -r '.[0].status.code' <<<"$info")
-case $code in
-  0 | 2) ;;
-  1 | 3)
-    for attempt in 1 2 3 4 5; do
-      if out=$(backrest --log-level-console=warn stanza-create 2>&1); then break; fi
-      # An archive-push still running (e.g. from an earlier setup) holds the stanza's lock for a moment.
-      if [ "$attempt" = 5 ] || ! grep -q 'unable to acquire lock' <<<"$out"; then
-        echo "$out" | tr -cd '\\11\\12\\40-\\176' >&2
-        die "pgbackrest stanza-create failed (output above)"
-      fi
-      sleep 10
-    done
-    echo "created pgBackRest stanza ${BACKUPS.stanza} in ${repo}"
-    ;;
-  *)
-    message=$(jq -r '.[0].repo[0].status.message // .[0].status.message' <<<"$info" | tr -cd '\\11\\12\\40-\\176' | head -n 1)
-    if grep -qE 'FormatError|CryptoError' <<<"$message"; then
-      die "${repo} does not decrypt with this passphrase: it was created with another repo1-cipher-pass. Restore the old passphrase, or start a new repository path. pgBackRest: $message"
-    fi
-    die "pgBackRest cannot use ${repo} (status $code): $message"
-    ;;
-esac
-
-# Archiving on: PostgreSQL reloads the conf.d file (without systemd, as in the tests, pg_ctlcluster does it).
-archiving() { q "select setting from pg_settings where name in ('archive_command', 'archive_timeout') order by name"; }
-want=$(printf '%s\\n%s' ${shq(ARCHIVE_COMMAND)} ${ARCHIVE_TIMEOUT_SECONDS})
-if [ "$(archiving)" != "$want" ]; then
-  if [ -d /run/systemd/system ]; then
-    systemctl reload ${P.unit}
-  else
-    pg_ctlcluster 17 main reload >&2
-  fi
-  for _ in $(seq 50); do
-    if [ "$(archiving)" = "$want" ]; then break; fi
-    sleep 0.2
-  done
-  [ "$(archiving)" = "$want" ] || die "PostgreSQL was reloaded but does not use ${BACKUPS_PATHS.archivingConf}: $(archiving | paste -sd ' ')"
-  echo "reloaded PostgreSQL: WAL is archived to ${repo} (archive_timeout ${ARCHIVE_TIMEOUT_SECONDS} s)"
-fi
-
-# Archiving and the repository work end to end: one WAL segment pushed and found in the bucket.
-if ! out=$(backrest check 2>&1); then
-  echo "$out" | tr -cd '\\11\\12\\40-\\176' >&2
-  die "pgbackrest check failed (output above): WAL does not reach ${repo}"
-fi
-
-for timer in ${backupTimers(BACKUP_JOBS).join(" ")}; do
-  if ! systemctl is-enabled --quiet "$timer" 2>/dev/null; then
-    systemctl enable --quiet "$timer" 2>/dev/null || systemctl enable "$timer" >&2
-    echo "enabled $timer"
-  fi
-  if [ -d /run/systemd/system ] && ! systemctl is-active --quiet "$timer"; then
-    systemctl start "$timer"
-    echo "started $timer"
-  fi
-done`;
+  return snippet("backups-apply.sh", {
+    port: s.port,
+    pgbackrest_conf: BACKUPS.pgbackrestConf,
+    stanza: BACKUPS.stanza,
+    ca_file: s.storageCaPem ? BACKUPS_PATHS.storageCaFile : "",
+    endpoint_url: parseS3Endpoint(s.s3.endpoint).url,
+    repo: `s3://${s.s3.bucket}${BACKUPS.repoPath}`,
+    archive_command: ARCHIVE_COMMAND,
+    archive_timeout_seconds: ARCHIVE_TIMEOUT_SECONDS,
+    archiving_conf: BACKUPS_PATHS.archivingConf,
+    postgres_unit: P.unit,
+    timers: backupTimers(BACKUP_JOBS),
+  });
 }
 
 function healthCheckScript(settings: BackupsSettings): string {
   const s = resolveBackupsSettings(settings);
-  return `cd /
-port=${s.port}
-q() { runuser -u postgres -- psql -X -A -t -q -p "$port" -d postgres -c "$1"; }
-if ! pg_ctlcluster 17 main status >/dev/null 2>&1; then
-  echo "PostgreSQL 17/main is not running: nothing is archived" >&2
-  exit 1
-fi
-command=$(q "show archive_command")
-if [ "$command" != ${shq(ARCHIVE_COMMAND)} ]; then
-  echo "PostgreSQL's archive_command is '$command', not pgBackRest's: WAL does not reach the bucket (reload PostgreSQL)" >&2
-  exit 1
-fi
-failing=$(q "select last_failed_wal || ' at ' || last_failed_time from pg_stat_archiver
-  where last_failed_time is not null and last_failed_time > coalesce(last_archived_time, '-infinity')")
-if [ -n "$failing" ]; then
-  echo "WAL archiving to the bucket fails (last failure: $failing): see /var/log/pgbackrest/${BACKUPS.stanza}-archive-push-async.log" >&2
-  exit 1
-fi
-for timer in ${backupTimers(BACKUP_JOBS).join(" ")}; do
-  if ! systemctl is-enabled --quiet "$timer" 2>/dev/null; then
-    echo "$timer is not enabled: the backups would not run" >&2
-    exit 1
-  fi
-done`;
+  return snippet("backups-health-check.sh", {
+    port: s.port,
+    archive_command: ARCHIVE_COMMAND,
+    stanza: BACKUPS.stanza,
+    timers: backupTimers(BACKUP_JOBS),
+  });
 }
 
 /**
  * Backups of PostgreSQL 17 to the off-account R2 bucket: pgBackRest (WAL archived continuously, weekly
  * full and daily differential backups, daily check, weekly verify), a monthly encrypted pg_dump, and the
  * timer of the weekly restore drill (leaninfra-drill, see drill.ts). Needs the postgres role first.
- * Throws an Error naming every invalid setting.
  */
 export interface BackupsRoleSettings extends BackupsSettings {
   /** The server's host name (leaninfra:hostname, default app), which `leaninfra-restore` asks the owner to type before it touches production. */
-  hostName?: string;
-  /** The restore drill's checks (row tolerance, freshness); database and ports come from the settings above. */
-  drill?: Omit<DrillSettings, "database" | "productionPort">;
+  hostname?: string;
+  /** leaninfra:drillRowTolerancePercent: how far a table's row count in the drill may differ from production. */
+  drillRowTolerancePercent?: number;
+  /** leaninfra:drillMaxDataAgeMinutes: how old the newest restored data may be. */
+  drillMaxDataAgeMinutes?: number;
+  /** leaninfra:drillFreshnessQuery: the newest timestamp in the data; empty or left out: the drill's default. */
+  drillFreshnessQuery?: string;
 }
 
+/** The config key (or input) a problem starts with. */
+const problemKey = (problem: string) => problem.split(" ")[0];
+
+/**
+ * Every problem of the role's settings, its drill's and its restore's, key first. A key one of them
+ * already reports (the database all three check) is reported once.
+ */
+export function backupsRoleProblems(settings: BackupsRoleSettings): string[] {
+  const problems: string[] = [];
+  const seen = new Set<string>();
+  for (const found of [backupsSettingsProblems(settings), drillSettingsProblems(drillSettings(settings)), restoreSettingsProblems(restoreSettings(settings))]) {
+    const fresh = found.filter((p) => !seen.has(problemKey(p)));
+    problems.push(...fresh);
+    for (const p of fresh) seen.add(problemKey(p));
+  }
+  return problems;
+}
+
+function drillSettings(settings: BackupsRoleSettings): DrillSettings {
+  return {
+    postgresDatabase: settings.postgresDatabase,
+    productionPort: settings.port,
+    drillRowTolerancePercent: settings.drillRowTolerancePercent,
+    drillMaxDataAgeMinutes: settings.drillMaxDataAgeMinutes,
+    ...(settings.drillFreshnessQuery ? { drillFreshnessQuery: settings.drillFreshnessQuery } : {}),
+  };
+}
+
+function restoreSettings(settings: BackupsRoleSettings): RestoreSettings {
+  return { hostname: settings.hostname ?? "app", postgresDatabase: settings.postgresDatabase, productionPort: settings.port };
+}
+
+/** The backups role's host data; throws SettingsError naming every invalid setting, key first. */
 export function backupsRole(settings: BackupsRoleSettings): HostRole {
+  refuseProblems("backups", backupsRoleProblems(settings));
   const s = resolveBackupsSettings(settings);
-  const productionPort = settings.port;
   const files: RoleFile[] = [
     { path: BACKUPS.pgbackrestConf, mode: "0640", group: "postgres", content: renderPgbackrestConf(s) },
     { path: BACKUPS.secretsFile, mode: "0600", content: renderBackupsSecretsEnv(s) },
@@ -193,8 +148,8 @@ export function backupsRole(settings: BackupsRoleSettings): HostRole {
     // No reload here: apply reloads once the stanza exists, so no WAL is pushed to a missing stanza.
     { path: BACKUPS_PATHS.archivingConf, mode: "0644", content: renderArchivingConf() },
     { path: BACKUPS.bin.backup, mode: "0755", content: backupScript(s) },
-    { path: BACKUPS.bin.drill, mode: "0755", content: drillScript({ ...settings.drill, database: s.database, productionPort }) },
-    { path: BACKUPS.bin.restore, mode: "0755", content: restoreScript({ hostName: settings.hostName ?? "app", database: s.database, productionPort }) },
+    { path: BACKUPS.bin.drill, mode: "0755", content: drillScript(drillSettings(settings)) },
+    { path: BACKUPS.bin.restore, mode: "0755", content: restoreScript(restoreSettings(settings)) },
     ...backupUnitFiles(s.schedules, BACKUP_JOBS).map((unit) => ({ ...unit, mode: "0644", onChange: daemonReload })),
   ];
   return {
@@ -214,3 +169,54 @@ export function backupsRole(settings: BackupsRoleSettings): HostRole {
     healthCheck: healthCheckScript(s),
   };
 }
+
+/** What the backups role takes beyond config: the bucket, the repository's passphrase, the app's database. */
+export type BackupsInputs = {
+  s3: S3Settings;
+  cipherPassphrase: string;
+  postgresDatabase: string;
+};
+
+export const role = defineRole({
+  name: "backups",
+  after: ["postgres"],
+  settings: z.object({
+    drillRowTolerancePercent: z
+      .number()
+      .int()
+      .min(0)
+      .max(100)
+      .default(5)
+      .describe("How far a table's row count in the restore drill may differ from production, in percent (small tables must match)."),
+    drillFreshnessQuery: z
+      .string()
+      .default("")
+      .describe("SQL returning the newest timestamp in the data, e.g. SELECT max(created_at) FROM orders; the drill checks the restored copy is recent."),
+    drillMaxDataAgeMinutes: z
+      .number()
+      .int()
+      .min(1)
+      .max(525600)
+      .default(1560)
+      .describe("How old the newest restored data may be, in minutes, before the drill fails (default 26 hours)."),
+  }),
+  inputs: {
+    s3: { from: "stack", description: "The off-account R2 bucket's endpoint, name and object-level token (the BackupBucket's s3 output)." },
+    cipherPassphrase: { from: "password", resource: "backup-cipher-passphrase" },
+    postgresDatabase: { from: "role", role: "postgres", offer: "postgresDatabase" },
+  },
+  render: (s, inputs: BackupsInputs) =>
+    backupsRole({
+      s3: inputs.s3,
+      cipherPassphrase: inputs.cipherPassphrase,
+      postgresDatabase: inputs.postgresDatabase,
+      backupRetentionDays: s.backupRetentionDays,
+      backupLockDays: s.backupLockDays,
+      vcpus: s.vcpus,
+      hostname: s.hostname,
+      drillRowTolerancePercent: s.drillRowTolerancePercent,
+      drillMaxDataAgeMinutes: s.drillMaxDataAgeMinutes,
+      // Empty: no query, the drill's default (the last restored transaction's time).
+      ...(s.drillFreshnessQuery ? { drillFreshnessQuery: s.drillFreshnessQuery } : {}),
+    }),
+});

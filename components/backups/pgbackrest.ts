@@ -1,4 +1,6 @@
+import { refuseProblems } from "../host/define";
 import { LAYOUT } from "../host/layout";
+import { SQL_IDENTIFIER } from "../host/names";
 import { POSTGRES_DEFAULT_PORT, POSTGRES_PATHS } from "../postgres/config";
 import { BACKUPS } from "./layout";
 
@@ -28,11 +30,11 @@ export interface BackupsSettings {
   /** Encrypts the repository (aes-256-cbc) and the monthly dumps: a generated secret, kept in Pulumi state. */
   cipherPassphrase: string;
   /** The bucket's lifecycle expiry of WAL and backups (leaninfra:backupRetentionDays); see fullRetentionDays. */
-  retentionDays: number;
+  backupRetentionDays: number;
   /** The bucket lock (leaninfra:backupLockDays): pgBackRest must never try to delete anything younger. */
-  lockDays?: number;
+  backupLockDays?: number;
   /** The app's database (leaninfra:postgresDatabase): what the monthly dump holds. */
-  database: string;
+  postgresDatabase: string;
   /** vCPUs of the server type: backup and restore compress with up to half of them. */
   vcpus: number;
   /** PostgreSQL's port (the postgres role's; default 5432). */
@@ -88,30 +90,41 @@ export const RETENTION_MARGIN_DAYS = 7;
 export const MIN_FULL_RETENTION_DAYS = 7;
 
 /**
+ * What is wrong with the bucket's expiry (and lock) for pgBackRest's retention, key first; undefined when
+ * nothing is. See fullRetentionDays.
+ */
+export function retentionProblem(backupRetentionDays: number, backupLockDays?: number): string | undefined {
+  const days = backupRetentionDays - FULL_INTERVAL_DAYS - RETENTION_MARGIN_DAYS;
+  if (!Number.isInteger(backupRetentionDays) || days < MIN_FULL_RETENTION_DAYS) {
+    return (
+      `backupRetentionDays ${backupRetentionDays} leaves pgBackRest ${days} days of point-in-time recovery; at least ` +
+      `${MIN_FULL_RETENTION_DAYS} are needed, so the bucket must keep backups ${MIN_FULL_RETENTION_DAYS + FULL_INTERVAL_DAYS + RETENTION_MARGIN_DAYS} days or more ` +
+      `(leaninfra:backupRetentionDays)`
+    );
+  }
+  if (backupLockDays !== undefined && days < backupLockDays) {
+    return (
+      `backupLockDays ${backupLockDays}: pgBackRest would expire backups after ${days} days (backupRetentionDays ${backupRetentionDays} - ${FULL_INTERVAL_DAYS + RETENTION_MARGIN_DAYS}), ` +
+      `but the bucket lock refuses deletes for ${backupLockDays} days: raise leaninfra:backupRetentionDays to at least ` +
+      `${backupLockDays + FULL_INTERVAL_DAYS + RETENTION_MARGIN_DAYS} or lower leaninfra:backupLockDays`
+    );
+  }
+  return undefined;
+}
+
+/**
  * pgBackRest's time-based full retention (repo1-retention-full, days) for a bucket that deletes WAL and
- * backups after `retentionDays`. pgBackRest keeps the newest full backup older than N days (so any point
+ * backups after `backupRetentionDays`. pgBackRest keeps the newest full backup older than N days (so any point
  * of the last N days can be restored), hence a full backup lives up to N + 7 days with weekly fulls. The
- * lifecycle must not delete objects of a backup pgBackRest still lists, so N = retentionDays - 7 - 7: one
+ * lifecycle must not delete objects of a backup pgBackRest still lists, so N = backupRetentionDays - 7 - 7: one
  * week of failed full backups is absorbed before the two disagree (an alert fires long before that).
  * 35 days give 21. pgBackRest deletes only backups older than N days, so N must be at least the lock.
+ * Throws SettingsError when the two do not fit.
  */
-export function fullRetentionDays(retentionDays: number, lockDays?: number): number {
-  const days = retentionDays - FULL_INTERVAL_DAYS - RETENTION_MARGIN_DAYS;
-  if (!Number.isInteger(retentionDays) || days < MIN_FULL_RETENTION_DAYS) {
-    throw new Error(
-      `backups: retentionDays ${retentionDays} leaves pgBackRest ${days} days of point-in-time recovery; at least ` +
-        `${MIN_FULL_RETENTION_DAYS} are needed, so the bucket must keep backups ${MIN_FULL_RETENTION_DAYS + FULL_INTERVAL_DAYS + RETENTION_MARGIN_DAYS} days or more ` +
-        `(leaninfra:backupRetentionDays)`,
-    );
-  }
-  if (lockDays !== undefined && days < lockDays) {
-    throw new Error(
-      `backups: pgBackRest would expire backups after ${days} days (retentionDays ${retentionDays} - ${FULL_INTERVAL_DAYS + RETENTION_MARGIN_DAYS}), ` +
-        `but the bucket lock refuses deletes for ${lockDays} days: raise leaninfra:backupRetentionDays to at least ` +
-        `${lockDays + FULL_INTERVAL_DAYS + RETENTION_MARGIN_DAYS} or lower leaninfra:backupLockDays`,
-    );
-  }
-  return days;
+export function fullRetentionDays(backupRetentionDays: number, backupLockDays?: number): number {
+  const problem = retentionProblem(backupRetentionDays, backupLockDays);
+  refuseProblems("backups", problem ? [problem] : []);
+  return backupRetentionDays - FULL_INTERVAL_DAYS - RETENTION_MARGIN_DAYS;
 }
 
 /** Backup and restore processes: half the vCPUs, 1 to 4 (the app and PostgreSQL keep the rest). */
@@ -129,16 +142,28 @@ export interface S3Endpoint {
 
 const HOST = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
 
-/** The endpoint's host and port: pgBackRest wants the bare host (repo1-s3-endpoint) and the port apart. */
-export function parseS3Endpoint(endpoint: string): S3Endpoint {
-  const m = /^(?:https:\/\/)?([^/:]+)(?::(\d{1,5}))?\/?$/.exec(endpoint ?? "");
+const ENDPOINT = /^(?:https:\/\/)?([^/:]+)(?::(\d{1,5}))?\/?$/;
+
+/** What is wrong with the bucket's endpoint, key first; undefined when it is an https endpoint. */
+function endpointProblem(endpoint: string): string | undefined {
+  const m = ENDPOINT.exec(endpoint ?? "");
   if (!m || !HOST.test(m[1])) {
-    throw new Error(
-      `backups: s3.endpoint ${JSON.stringify(endpoint)} is not an https endpoint (accepted: https://<account>.r2.cloudflarestorage.com or the bare host name)`,
-    );
+    return `s3.endpoint ${JSON.stringify(endpoint)} is not an https endpoint (accepted: https://<account>.r2.cloudflarestorage.com or the bare host name)`;
   }
   const port = m[2] === undefined ? undefined : Number(m[2]);
-  if (port !== undefined && (port < 1 || port > 65535)) throw new Error(`backups: s3.endpoint ${JSON.stringify(endpoint)} has an invalid port`);
+  if (port !== undefined && (port < 1 || port > 65535)) return `s3.endpoint ${JSON.stringify(endpoint)} has an invalid port (accepted: 1..65535)`;
+  return undefined;
+}
+
+/**
+ * The endpoint's host and port: pgBackRest wants the bare host (repo1-s3-endpoint) and the port apart.
+ * Throws SettingsError when it is not an https endpoint.
+ */
+export function parseS3Endpoint(endpoint: string): S3Endpoint {
+  const problem = endpointProblem(endpoint);
+  refuseProblems("backups", problem ? [problem] : []);
+  const m = ENDPOINT.exec(endpoint)!;
+  const port = m[2] === undefined ? undefined : Number(m[2]);
   const host = m[1].toLowerCase();
   return { host, port: port === 443 ? undefined : port, url: `https://${host}${port && port !== 443 ? `:${port}` : ""}` };
 }
@@ -147,19 +172,18 @@ export function parseS3Endpoint(endpoint: string): S3Endpoint {
 // backslash, so no file needs quoting. Generated secrets (letters and digits) always pass.
 const SECRET = /^[\x21-\x7e]+$/;
 const SECRET_FORBIDDEN = /['"\\`$#;]/;
-const IDENTIFIER = /^[a-z_][a-z0-9_]{0,62}$/;
 const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 const REGION = /^[a-z0-9-]{1,32}$/;
 
-/** Problems with the settings, each naming the field; empty when the role can be rendered. */
+/**
+ * Problems with the settings, each starting with its key (the config key, or the input's field such as
+ * s3.bucket), then the value and what is accepted; empty when the role can be rendered.
+ */
 export function backupsSettingsProblems(s: BackupsSettings): string[] {
   const problems: string[] = [];
   const add = (field: string, message: string) => problems.push(`${field} ${message}`);
-  try {
-    parseS3Endpoint(s.s3?.endpoint);
-  } catch (error) {
-    add("s3.endpoint", (error as Error).message.replace(/^backups: s3\.endpoint /, ""));
-  }
+  const endpoint = endpointProblem(s.s3?.endpoint);
+  if (endpoint) problems.push(endpoint);
   if (typeof s.s3?.bucket !== "string" || !BUCKET.test(s.s3.bucket)) add("s3.bucket", `${JSON.stringify(s.s3?.bucket)} is not a bucket name`);
   if (s.s3?.region !== undefined && !REGION.test(s.s3.region)) add("s3.region", `${JSON.stringify(s.s3.region)} is not a region (R2: auto)`);
   const secret = (field: string, value: unknown, min: number) => {
@@ -173,13 +197,14 @@ export function backupsSettingsProblems(s: BackupsSettings): string[] {
   if (typeof s.cipherPassphrase === "string" && [s.s3?.accessKeyId, s.s3?.secretAccessKey].includes(s.cipherPassphrase)) {
     add("cipherPassphrase", "must not be one of the S3 credentials");
   }
-  if (s.lockDays !== undefined && (!Number.isInteger(s.lockDays) || s.lockDays < 1)) add("lockDays", `${s.lockDays} must be a whole number of days, at least 1`);
-  try {
-    fullRetentionDays(s.retentionDays, s.lockDays);
-  } catch (error) {
-    add("retentionDays", (error as Error).message.replace(/^backups: /, ""));
+  if (s.backupLockDays !== undefined && (!Number.isInteger(s.backupLockDays) || s.backupLockDays < 1)) {
+    add("backupLockDays", `${s.backupLockDays} must be a whole number of days, at least 1`);
   }
-  if (typeof s.database !== "string" || !IDENTIFIER.test(s.database)) add("database", `${JSON.stringify(s.database)} is not a PostgreSQL identifier`);
+  const retention = retentionProblem(s.backupRetentionDays, s.backupLockDays);
+  if (retention) problems.push(retention);
+  if (typeof s.postgresDatabase !== "string" || !SQL_IDENTIFIER.test(s.postgresDatabase)) {
+    add("postgresDatabase", `${JSON.stringify(s.postgresDatabase)} is not a PostgreSQL identifier (accepted: a-z, 0-9 and _, not starting with a digit, at most 63)`);
+  }
   if (!Number.isInteger(s.vcpus) || s.vcpus < 1) add("vcpus", `${s.vcpus} must be the server's vCPU count, at least 1`);
   const port = s.port ?? POSTGRES_DEFAULT_PORT;
   if (!Number.isInteger(port) || port < 1024 || port > 65535) add("port", `${port} must be 1024..65535`);
@@ -197,11 +222,10 @@ export function backupsSettingsProblems(s: BackupsSettings): string[] {
   return problems;
 }
 
-/** The settings with every default filled in; throws an Error listing every problem. */
-export function resolveBackupsSettings(settings: BackupsSettings): Required<Omit<BackupsSettings, "lockDays" | "storageCaPem">> &
-  Pick<BackupsSettings, "lockDays" | "storageCaPem"> & { schedules: BackupSchedules } {
-  const problems = backupsSettingsProblems(settings);
-  if (problems.length > 0) throw new Error(`backupsRole: invalid settings:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+/** The settings with every default filled in; throws SettingsError listing every problem. */
+export function resolveBackupsSettings(settings: BackupsSettings): Required<Omit<BackupsSettings, "backupLockDays" | "storageCaPem">> &
+  Pick<BackupsSettings, "backupLockDays" | "storageCaPem"> & { schedules: BackupSchedules } {
+  refuseProblems("backups", backupsSettingsProblems(settings));
   return {
     ...settings,
     s3: { ...settings.s3, region: settings.s3.region ?? "auto" },
@@ -220,7 +244,7 @@ const HEADER = `# Managed by LeanInfra (role "backups"); edit components/backups
 export function renderPgbackrestConf(settings: BackupsSettings): string {
   const s = resolveBackupsSettings(settings);
   const endpoint = parseS3Endpoint(s.s3.endpoint);
-  const full = fullRetentionDays(s.retentionDays, s.lockDays);
+  const full = fullRetentionDays(s.backupRetentionDays, s.backupLockDays);
   return `${HEADER}
 # pgBackRest: base backups and WAL of cluster 17/main, encrypted, in the off-account bucket.
 # Secrets live here (root:postgres 0640) and in ${BACKUPS.secretsFile}; pgBackRest never logs them.
@@ -243,8 +267,8 @@ repo1-cipher-type=aes-256-cbc
 repo1-cipher-pass=${s.cipherPassphrase}
 
 # Keep every point of the last ${full} days restorable. The bucket deletes WAL and backups after
-# ${s.retentionDays} days: with weekly full backups pgBackRest lets a backup go by ${full + FULL_INTERVAL_DAYS} days, which
-# leaves ${RETENTION_MARGIN_DAYS} days for missed full backups before the two would disagree.${s.lockDays ? `\n# It deletes only backups older than ${full} days, never younger than the ${s.lockDays}-day bucket lock.` : ""}
+# ${s.backupRetentionDays} days: with weekly full backups pgBackRest lets a backup go by ${full + FULL_INTERVAL_DAYS} days, which
+# leaves ${RETENTION_MARGIN_DAYS} days for missed full backups before the two would disagree.${s.backupLockDays ? `\n# It deletes only backups older than ${full} days, never younger than the ${s.backupLockDays}-day bucket lock.` : ""}
 repo1-retention-full-type=time
 repo1-retention-full=${full}
 

@@ -1,4 +1,8 @@
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { z } from "zod";
 import { MOUNT_DATA_SCRIPT } from "../host/cloud-init";
+import { defineRole, refuseProblems } from "../host/define";
 import { HostRole, RoleDirectory, systemctlHandler } from "../host/role";
 
 export interface BaseSettings {
@@ -20,42 +24,20 @@ export const BASE_DIRECTORIES: readonly RoleDirectory[] = [
 ];
 
 const NODE_EXPORTER_DEFAULTS = "/etc/default/prometheus-node-exporter";
-
-// Only nginx listens beyond localhost; Prometheus scrapes node_exporter on loopback.
-const nodeExporterDefaults = `# Managed by LeanInfra (role "base"); edit the role in the repository, not this file.
-# Arguments for prometheus-node-exporter. It listens on loopback only: Prometheus on this host scrapes
-# it there, and nothing outside the VM needs it. The textfile directory is Debian's default,
-# /var/lib/prometheus/node-exporter, where LeanInfra's jobs (backups, restore drills) leave *.prom files.
-ARGS="--web.listen-address=127.0.0.1:9100"
-`;
+const FILES_DIR = path.join(__dirname, "files");
 
 // A restart needs systemd; the test roots run without it, and say so instead of failing.
 const restartNodeExporter = systemctlHandler("restart prometheus-node-exporter");
 
+/** The host's README (files/README.txt): its one marker, {{adminUser}}, becomes the admin user. */
 function readme(adminUser: string): string {
-  return `LeanInfra: how this server is laid out
-=====================================
+  return fs.readFileSync(path.join(FILES_DIR, "README.txt"), "utf8").replaceAll("{{adminUser}}", adminUser);
+}
 
-This VM is managed by LeanInfra (a Pulumi program). Log in as ${adminUser} and use sudo.
-Files marked "Managed by LeanInfra" are rewritten on the next \`pulumi up\`: change the roles in the
-repository instead of editing them here.
-
-/etc/leaninfra/            LeanInfra's settings for this host (this README).
-/etc/leaninfra/secrets/    root-only (0700); secrets land here as 0600 files, never in cloud-init.
-/var/lib/leaninfra/roles/  <role>.sha256: digest of the last role version applied successfully.
-/var/lib/leaninfra/backups/<role>/  root-only: the previous version of each file a role replaced.
-/var/lib/leaninfra/bootstrap-done   written by cloud-init when the base OS was ready.
-/var/log/leaninfra/        logs of LeanInfra's own jobs (readable by group adm).
-/srv/data/                 the Hetzner data volume (LABEL=leaninfra-data, see /etc/fstab):
-                           databases and backups live here, not on the root disk.
-/var/lib/prometheus/node-exporter/  *.prom files read by node_exporter (e.g. last backup time).
-
-Each role is applied by one bash script run as \`sudo bash -s\` over SSH. It changes only what
-differs, prints one line per change and ends with "[<role>] no changes" or "[<role>] N change(s)".
-When a role's validation fails (e.g. nginx -t), the files it changed are put back as they were.
-
-Check the host:   sudo cloud-init status --long; systemctl --failed; findmnt /srv/data
-`;
+/** Problems with the base role's settings, each starting with the config key; empty when it can be rendered. */
+export function baseSettingsProblems(settings: BaseSettings): string[] {
+  if (/^[a-z_][a-z0-9_-]{0,31}$/.test(settings.adminUser)) return [];
+  return [`adminUser ${JSON.stringify(settings.adminUser)} is not a Linux user name (accepted: a-z, 0-9, '_' and '-', starting with a letter or '_')`];
 }
 
 function layoutHealthCheck(directories: readonly RoleDirectory[]): string {
@@ -99,11 +81,12 @@ elif [ -f /etc/fstab ] && awk '$1 !~ /^#/ && $2 == "/srv/data" { found = 1 } END
   fi
 fi`;
 
-/** The role every other role stands on: common packages, the LeanInfra layout, the data volume. */
+/**
+ * The role every other role stands on: common packages, the LeanInfra layout, the data volume.
+ * Throws SettingsError when adminUser is not a Linux user name.
+ */
 export function baseRole(settings: BaseSettings): HostRole {
-  if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(settings.adminUser)) {
-    throw new Error(`baseRole: adminUser ${JSON.stringify(settings.adminUser)} is not a Linux user name ([a-z_][a-z0-9_-]*)`);
-  }
+  refuseProblems("base", baseSettingsProblems(settings));
   return {
     name: "base",
     description: "common packages, the LeanInfra directory layout, node_exporter on loopback, the data volume mounted",
@@ -122,9 +105,17 @@ export function baseRole(settings: BaseSettings): HostRole {
     directories: [...BASE_DIRECTORIES],
     files: [
       { path: "/etc/leaninfra/README", mode: "0644", content: readme(settings.adminUser) },
-      { path: NODE_EXPORTER_DEFAULTS, mode: "0644", content: nodeExporterDefaults, onChange: restartNodeExporter },
+      // Only nginx listens beyond localhost; Prometheus scrapes node_exporter on loopback.
+      { path: NODE_EXPORTER_DEFAULTS, mode: "0644", content: fs.readFileSync(path.join(FILES_DIR, "prometheus-node-exporter"), "utf8"), onChange: restartNodeExporter },
     ],
     apply: mountDataVolume,
     healthCheck: layoutHealthCheck(BASE_DIRECTORIES),
   };
 }
+
+export const role = defineRole({
+  name: "base",
+  after: [],
+  settings: z.object({}),
+  render: (s) => baseRole({ adminUser: s.adminUser }),
+});

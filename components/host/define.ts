@@ -59,7 +59,8 @@ export function refuseProblems(role: string, problems: string[]): void {
   if (problems.length > 0) throw new SettingsError(role, problems);
 }
 
-export type RoleSettings<S extends z.ZodObject> = z.output<S> & StackFacts;
+/** A role's settings as render sees them: its slice's values (by the slice's own keys) and the stack facts. */
+export type RoleSettings<S extends z.ZodObject> = { readonly [K in keyof S["shape"]]: z.output<S["shape"][K]> } & StackFacts;
 
 export interface RoleDefinition<S extends z.ZodObject = z.ZodObject, I extends Record<string, unknown> = Record<string, unknown>> {
   /** [a-z0-9-]: the bundle's name, its log prefix and its marker on the host. */

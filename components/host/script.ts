@@ -22,7 +22,7 @@ export const SHELL_LIBRARY = path.join(__dirname, "files", "leaninfra-lib.sh");
 const SETTINGS_BLOCK = /^# @settings-begin\n([\s\S]*?)^# @settings-end\n/m;
 const SETTING_NAME = /^readonly (?:-a )?([a-z_][a-z0-9_]*)=/;
 // The include line of the library and the shellcheck directive above it.
-const LIBRARY_INCLUDE = /^# shellcheck source=\S*leaninfra-lib\.sh\n(?:source|\.) \S*leaninfra-lib\.sh\S* *# @lib\n/m;
+const LIBRARY_INCLUDE = /^# shellcheck source=\S*leaninfra-lib\.sh\n(?:source|\.) [^\n]*leaninfra-lib\.sh[^\n]*# @lib\n/m;
 
 function libraryBody(): string {
   // Without its shebang and leading comment block: the including script has its own.

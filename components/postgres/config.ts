@@ -1,4 +1,5 @@
 import { createHash, createHmac, pbkdf2Sync } from "node:crypto";
+import { refuseProblems } from "../host/define";
 import { LAYOUT } from "../host/layout";
 
 /** Debian 13's PostgreSQL major version and the cluster its package creates at install. */
@@ -60,15 +61,18 @@ const clamp = (value: number, low: number, high: number) => Math.min(high, Math.
  *   can each use it, so together they stay under a tenth of RAM.
  * - parallel workers follow the vCPUs, at most half of them (and 4) for one query: the app shares them.
  * 2, 4, 8, 16, 32 GB give max_connections 100, 100, 200, 400, 400 and work_mem 5, 10, 10, 10, 20 MB.
+ * Values outside those ranges are refused with a SettingsError naming the key.
  */
 export function postgresMemorySettings(memoryMb: number, vcpus: number, maxConnections = 0): PostgresMemorySettings {
+  const problems: string[] = [];
   if (!Number.isInteger(memoryMb) || memoryMb < 1024) {
-    throw new Error(`postgresMemorySettings: memoryMb ${memoryMb} must be a whole number of MB, at least 1024 (the server type's RAM)`);
+    problems.push(`memoryMb ${memoryMb} must be a whole number of MB, at least 1024 (the server type's RAM)`);
   }
-  if (!Number.isInteger(vcpus) || vcpus < 1) throw new Error(`postgresMemorySettings: vcpus ${vcpus} must be a whole number, at least 1`);
+  if (!Number.isInteger(vcpus) || vcpus < 1) problems.push(`vcpus ${vcpus} must be a whole number, at least 1`);
   if (!Number.isInteger(maxConnections) || maxConnections < 0 || maxConnections > 5000) {
-    throw new Error(`postgresMemorySettings: maxConnections ${maxConnections} must be 0 (derive) or 1..5000`);
+    problems.push(`postgresMaxConnections ${maxConnections} must be 0 (derive) or 1..5000`);
   }
+  refuseProblems("postgres", problems);
   const connections = maxConnections > 0 ? maxConnections : clamp(Math.floor((memoryMb / 1024) * 25), 100, 400);
   const perQuery = clamp(Math.floor(vcpus / 2), 1, 4);
   return {

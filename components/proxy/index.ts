@@ -1,12 +1,19 @@
 import { isIP } from "node:net";
+import * as path from "node:path";
+import { z } from "zod";
+import { defineRole, refuseProblems } from "../host/define";
 import { LAYOUT } from "../host/layout";
+import { DOMAIN_NAME, EMAIL_ADDRESS, HOSTNAME_LABEL } from "../host/names";
 import { HostRole, RoleDirectory, RoleFile } from "../host/role";
+import { ShellValue, renderScript } from "../host/script";
 import {
   ACME,
+  CdnRanges,
   FIRST_RELEASE_LINE,
   FIRST_UPSTREAM_LINE,
   NGINX_FILES,
   NGINX_STATUS,
+  OriginTls,
   ProxySettings,
   proxyHostnames,
   renderCertbotDeployHook,
@@ -14,43 +21,73 @@ import {
   renderNginxHttpConf,
   renderNginxSiteConf,
 } from "./nginx";
+import { PROXY_FILES_DIR } from "./template";
 
 export * from "./nginx";
 
-const DOMAIN = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$/;
-const LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 // Path prefixes land in nginx `location` lines: a plain alphabet keeps them literal.
 const AUTH_PATH = /^\/[A-Za-z0-9._~\/-]*$/;
-const EMAIL = /^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$/;
+
+/** The proxy's config keys (Pulumi.<stack>.yaml). The names it serves and cdnProxy are the stack's. */
+export const proxySettingsSchema = z.object({
+  authPaths: z
+    .array(z.string().regex(AUTH_PATH, { message: 'is not a path (accepted: starts with "/", e.g. /login)' }))
+    .default(["/login", "/api/auth/"])
+    .describe("Path prefixes of the login and auth endpoints; nginx rate-limits them per client address."),
+  authRateLimitPerMinute: z
+    .number()
+    .int()
+    .min(1)
+    .max(6000)
+    .default(30)
+    .describe("Requests a minute one client address may make to authPaths before nginx answers 429."),
+  clientMaxBodyMb: z
+    .number()
+    .int()
+    .min(1)
+    .max(1024)
+    .default(25)
+    .describe("Largest request body nginx accepts, in MB (uploads)."),
+  acmeEmail: z
+    .string()
+    .refine((v) => v === "" || EMAIL_ADDRESS.test(v), { message: "is not an e-mail address (accepted: e.g. owner@example.com)" })
+    .default("")
+    .describe("E-mail for Let's Encrypt when cdnProxy is false (nginx then gets its certificate with certbot); unused behind Cloudflare."),
+});
 
 function cidrProblem(cidr: unknown, family: 4 | 6): string | undefined {
   if (typeof cidr !== "string") return "is not a string";
   const [address, prefix, ...rest] = cidr.split("/");
   const max = family === 4 ? 32 : 128;
   if (rest.length > 0 || isIP(address) !== family || !/^\d{1,3}$/.test(prefix ?? "") || Number(prefix) > max) {
-    return `${JSON.stringify(cidr)} is not an IPv${family} CIDR (e.g. ${family === 4 ? "173.245.48.0/20" : "2400:cb00::/32"})`;
+    return `${JSON.stringify(cidr)} is not an IPv${family} CIDR (accepted: e.g. ${family === 4 ? "173.245.48.0/20" : "2400:cb00::/32"})`;
   }
   return undefined;
 }
 
-/** Problems with the proxy's settings, each naming the field; empty when the role can be rendered. */
+/**
+ * Problems with the proxy's settings, each starting with the config key (or input) it is about;
+ * empty when the role can be rendered.
+ */
 export function proxySettingsProblems(s: ProxySettings): string[] {
   const problems: string[] = [];
-  const add = (field: string, message: string) => problems.push(`${field} ${message}`);
+  const add = (key: string, message: string) => problems.push(`${key} ${message}`);
 
-  if (typeof s.domain !== "string" || !DOMAIN.test(s.domain)) add("domain", `${JSON.stringify(s.domain)} is not a lowercase domain name (e.g. example.com)`);
-  if (s.canonicalHost !== "apex" && s.canonicalHost !== "www") add("canonicalHost", `${JSON.stringify(s.canonicalHost)} must be "apex" or "www"`);
-  if (s.staticHostname !== "" && (!LABEL.test(s.staticHostname) || s.staticHostname === "www")) {
-    add("staticHostname", `${JSON.stringify(s.staticHostname)} must be "" or a host name label other than www (e.g. static)`);
+  if (typeof s.domain !== "string" || !DOMAIN_NAME.test(s.domain)) {
+    add("domain", `${JSON.stringify(s.domain)} is not a lowercase domain name (accepted: labels of a-z, 0-9 and '-' joined by dots, e.g. example.com)`);
+  }
+  if (s.canonicalHost !== "apex" && s.canonicalHost !== "www") add("canonicalHost", `${JSON.stringify(s.canonicalHost)} is not a canonical host (accepted: apex or www)`);
+  if (s.staticHostname !== "" && (!HOSTNAME_LABEL.test(s.staticHostname) || s.staticHostname === "www")) {
+    add("staticHostname", `${JSON.stringify(s.staticHostname)} is not a host name label other than www (accepted: "" for none, or a label such as static)`);
   }
   s.extraHostnames.forEach((label, i) => {
-    if (!LABEL.test(label)) add(`extraHostnames[${i}]`, `${JSON.stringify(label)} is not a host name label (e.g. grafana)`);
+    if (!HOSTNAME_LABEL.test(label)) add(`extraHostnames[${i}]`, `${JSON.stringify(label)} is not a host name label (accepted: a-z, 0-9 and '-', e.g. grafana)`);
     else if (label === "www" || label === s.staticHostname || s.extraHostnames.indexOf(label) !== i) {
-      add(`extraHostnames[${i}]`, `"${label}" is already served (www, the static host, or listed twice)`);
+      add(`extraHostnames[${i}]`, `"${label}" is already served (www, the static host, or listed twice; accepted: another label)`);
     }
   });
 
-  if (s.proxied) {
+  if (s.cdnProxy) {
     const { ipv4Cidrs, ipv6Cidrs } = s.cloudflareRanges;
     if (ipv4Cidrs.length + ipv6Cidrs.length === 0) {
       add("cloudflareRanges", "is empty: behind the proxy nginx must know Cloudflare's ranges to find the client's address");
@@ -66,98 +103,87 @@ export function proxySettingsProblems(s: ProxySettings): string[] {
   }
 
   if (s.tls.mode === "cloudflare") {
-    if (!s.proxied) add("tls.mode", '"cloudflare" needs proxied: true (only Cloudflare presents the origin-pull client certificate)');
-    const pem = (field: string, value: string, kind: RegExp, example: string) => {
-      if (typeof value !== "string" || !kind.test(value)) add(`tls.${field}`, `is not a PEM ${example}`);
+    if (!s.cdnProxy) {
+      add("originTls", "is set but cdnProxy is false: only Cloudflare's proxy presents the origin-pull client certificate (accepted: cdnProxy true, or Let's Encrypt with acmeEmail)");
+    }
+    const pem = (field: keyof OriginTls, value: string, kind: RegExp, example: string) => {
+      if (typeof value !== "string" || !kind.test(value)) add(`originTls.${field}`, `is not a PEM ${example}`);
     };
-    pem("certificatePem", s.tls.certificatePem, /-----BEGIN CERTIFICATE-----/, "certificate (-----BEGIN CERTIFICATE-----)");
-    pem("privateKeyPem", s.tls.privateKeyPem, /-----BEGIN (RSA |EC )?PRIVATE KEY-----/, "private key (-----BEGIN PRIVATE KEY-----)");
-    pem("originPullCaPem", s.tls.originPullCaPem, /-----BEGIN CERTIFICATE-----/, "CA certificate (-----BEGIN CERTIFICATE-----)");
+    pem("certificatePem", s.tls.certificatePem, /-----BEGIN CERTIFICATE-----/, "certificate (accepted: -----BEGIN CERTIFICATE----- ...)");
+    pem("privateKeyPem", s.tls.privateKeyPem, /-----BEGIN (RSA |EC )?PRIVATE KEY-----/, "private key (accepted: -----BEGIN PRIVATE KEY----- ...)");
+    pem("originPullCaPem", s.tls.originPullCaPem, /-----BEGIN CERTIFICATE-----/, "CA certificate (accepted: -----BEGIN CERTIFICATE----- ...)");
   } else if (s.tls.mode === "letsencrypt") {
-    if (typeof s.tls.acmeEmail !== "string" || !EMAIL.test(s.tls.acmeEmail)) {
-      add("tls.acmeEmail", `${JSON.stringify(s.tls.acmeEmail)} is not an e-mail address (Let's Encrypt needs one, e.g. owner@example.com)`);
+    if (s.tls.acmeEmail === "") {
+      add("acmeEmail", `"" is required when cdnProxy is false: nginx then gets its certificate from Let's Encrypt, which needs a contact address`);
+    } else if (typeof s.tls.acmeEmail !== "string" || !EMAIL_ADDRESS.test(s.tls.acmeEmail)) {
+      add("acmeEmail", `${JSON.stringify(s.tls.acmeEmail)} is not an e-mail address (accepted: e.g. owner@example.com; Let's Encrypt needs one)`);
     }
   } else {
-    add("tls.mode", `${JSON.stringify((s.tls as { mode: unknown }).mode)} must be "cloudflare" or "letsencrypt"`);
+    add("originTls", `mode ${JSON.stringify((s.tls as { mode: unknown }).mode)} is not a TLS mode (accepted: "cloudflare" with originTls, "letsencrypt" with acmeEmail)`);
   }
 
   s.authPaths.forEach((p, i) => {
-    if (!AUTH_PATH.test(p)) add(`authPaths[${i}]`, `${JSON.stringify(p)} is not a path prefix (e.g. /login)`);
+    if (!AUTH_PATH.test(p)) add(`authPaths[${i}]`, `${JSON.stringify(p)} is not a path prefix (accepted: starts with "/", e.g. /login)`);
     else if (p === "/") add(`authPaths[${i}]`, `"/" would rate-limit the whole site (accepted: the login and auth prefixes, e.g. /login)`);
     else if (s.authPaths.indexOf(p) !== i) add(`authPaths[${i}]`, `"${p}" is listed twice`);
   });
   if (!Number.isInteger(s.authRateLimitPerMinute) || s.authRateLimitPerMinute < 1 || s.authRateLimitPerMinute > 6000) {
-    add("authRateLimitPerMinute", `${s.authRateLimitPerMinute} must be a whole number from 1 to 6000`);
+    add("authRateLimitPerMinute", `${s.authRateLimitPerMinute} is not a whole number from 1 to 6000 (accepted: e.g. 30)`);
   }
   if (!Number.isInteger(s.clientMaxBodyMb) || s.clientMaxBodyMb < 1 || s.clientMaxBodyMb > 1024) {
-    add("clientMaxBodyMb", `${s.clientMaxBodyMb} must be a whole number from 1 to 1024`);
+    add("clientMaxBodyMb", `${s.clientMaxBodyMb} is not a whole number from 1 to 1024 (accepted: e.g. 25)`);
   }
   return problems;
 }
 
-/** One single-quoted shell word. */
-function shq(value: string): string {
-  return `'${value.replace(/'/g, `'\\''`)}'`;
-}
-
-// Why the systemd checks: the test roots run without systemd as PID 1, and say so instead of failing.
-const SYSTEMD = "[ -d /run/systemd/system ]";
+const SHELL_DIRECTIVE = /^# shellcheck shell=bash\n/;
+// A part another snippet file includes: the shellcheck directive naming it and the `source ... # @include` line.
+const INCLUDE = /^# shellcheck source=\S+\nsource .*\/([a-z0-9-]+\.sh)" # @include\n/m;
 
 /**
- * Files the role creates once and never overwrites: the deploy owns the upstream and release lines,
- * certbot's hook the Let's Encrypt certificate. `seed_first_files` creates the missing ones, printing
- * one line for each and listing their paths in the `seeded` array.
+ * A shell snippet of files/ (validate, apply, health check) as the bundle runs it: its settings block
+ * rendered (renderScript), the part it includes (`source .../NAME.sh # @include`) put in its place
+ * with that part's own settings, and the `# shellcheck shell=bash` line that lets shellcheck read the
+ * file on its own dropped.
  */
-function seedFunction(s: ProxySettings): string {
+function renderSnippet(file: string, settings: Record<string, ShellValue>, parts: Record<string, Record<string, ShellValue>> = {}): string {
+  const used = new Set<string>();
+  const text = renderScript(path.join(PROXY_FILES_DIR, file), settings)
+    .replace(SHELL_DIRECTIVE, "")
+    .replace(INCLUDE, (_, part: string) => {
+      if (!(part in parts)) throw new Error(`renderSnippet ${file}: no settings for its part ${part}`);
+      used.add(part);
+      return renderSnippet(part, parts[part]);
+    });
+  if (INCLUDE.test(text)) throw new Error(`renderSnippet ${file}: includes more than one part`);
+  const unused = Object.keys(parts).filter((part) => !used.has(part));
+  if (unused.length > 0) throw new Error(`renderSnippet ${file}: does not include ${unused.join(", ")}`);
+  return text;
+}
+
+/** files/seed-first-files.sh's settings: what the files nginx includes hold before the deploy (or certbot) writes them. */
+function seedSettings(s: ProxySettings): Record<string, Record<string, ShellValue>> {
   const names = proxyHostnames(s);
-  const lines = [
-    "seeded=()",
-    "seed_line() {",
-    '  if [ -e "$1" ]; then return 0; fi',
-    '  printf \'%s\\n\' "$2" >"$1.leaninfra-new"',
-    '  chmod 0644 "$1.leaninfra-new"',
-    '  mv -fT "$1.leaninfra-new" "$1"',
-    '  seeded+=("$1")',
-    '  echo "created $1 ($2): the deploy rewrites it from now on"',
-    "}",
-    "seed_first_files() {",
-    `  seed_line ${LAYOUT.nginx.upstream} ${shq(FIRST_UPSTREAM_LINE)}`,
-    "  # shellcheck disable=SC2016 # an nginx variable, written literally",
-    `  seed_line ${LAYOUT.nginx.release} ${shq(FIRST_RELEASE_LINE)}`,
-  ];
-  if (s.tls.mode === "letsencrypt") {
-    const san = names.all.map((n) => `DNS:${n}`).join(",");
-    lines.push(
-      `  local cert=${LAYOUT.tls.certificate} key=${LAYOUT.tls.privateKey} out`,
-      '  if [ -e "$cert" ] && [ -e "$key" ]; then return 0; fi',
-      '  if [ -e "$cert" ] || [ -e "$key" ]; then',
-      '    echo "only one of $cert and $key exists; move it away, then run again" >&2',
-      "    return 1",
-      "  fi",
-      "  # nginx cannot start without a certificate: a self-signed placeholder until certbot's first one.",
-      '  if ! out=$(umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \\',
-      `    -subj ${shq(`/CN=${names.canonical}`)} -addext ${shq(`subjectAltName=${san}`)} \\`,
-      '    -keyout "$key.leaninfra-new" -out "$cert.leaninfra-new" 2>&1); then',
-      '    echo "$out" >&2',
-      "    return 1",
-      "  fi",
-      '  chmod 0600 "$key.leaninfra-new"',
-      '  chmod 0644 "$cert.leaninfra-new"',
-      '  mv -fT "$key.leaninfra-new" "$key"',
-      '  mv -fT "$cert.leaninfra-new" "$cert"',
-      '  seeded+=("$cert" "$key")',
-      `  echo "created a self-signed placeholder certificate $cert (key $key) until Let's Encrypt's first one"`,
-    );
-  }
-  lines.push("}");
-  return lines.join("\n");
+  return {
+    "seed-first-files.sh": {
+      release_line: FIRST_RELEASE_LINE,
+      release_file: LAYOUT.nginx.release,
+      upstream_line: FIRST_UPSTREAM_LINE,
+      upstream_file: LAYOUT.nginx.upstream,
+      letsencrypt: s.tls.mode === "letsencrypt" ? 1 : 0,
+      certificate: LAYOUT.tls.certificate,
+      private_key: LAYOUT.tls.privateKey,
+      canonical_name: names.canonical,
+      names: names.all,
+    },
+  };
 }
 
 // The bundle reloads nginx after validation; on a fresh host the deploy-owned files do not exist
 // yet, so the reload waits for apply, which creates them and reloads.
 function reloadHandler(s: ProxySettings): string {
   const needed = [LAYOUT.nginx.upstream, LAYOUT.nginx.release, ...(s.tls.mode === "letsencrypt" ? [LAYOUT.tls.certificate] : [])];
-  return `if ! ${SYSTEMD}; then
+  return `if ! [ -d /run/systemd/system ]; then
   echo "systemd is not running here: skipped systemctl reload nginx"
 elif ${needed.map((p) => `[ ! -e ${p} ]`).join(" || ")}; then
   echo "nginx reload deferred: this role's apply step first creates the files nginx includes"
@@ -167,105 +193,38 @@ else
 fi`;
 }
 
-// nginx -t as nginx will read the config after apply: files apply would create are stood in for,
-// then removed, so validation leaves nothing behind.
-function validateScript(s: ProxySettings): string {
-  return `${seedFunction(s)}
-trap 'if ((\${#seeded[@]})); then rm -f -- "\${seeded[@]}"; fi' EXIT
-seed_first_files >/dev/null
-nginx -t`;
-}
-
 function applyScript(s: ProxySettings): string {
-  const names = proxyHostnames(s);
-  const parts = [
-    seedFunction(s),
-    "seed_first_files",
-    `if [ -e ${NGINX_FILES.debianDefaultSite} ] || [ -L ${NGINX_FILES.debianDefaultSite} ]; then
-  rm -f ${NGINX_FILES.debianDefaultSite}
-  echo "removed ${NGINX_FILES.debianDefaultSite} (Debian's default site)"
-fi`,
-    `if ((\${#seeded[@]})); then
-  if ${SYSTEMD}; then
-    nginx -t -q >&2
-    systemctl reload-or-restart nginx >&2
-  else
-    echo "systemd is not running here: skipped systemctl reload nginx" >&2
-  fi
-fi`,
-  ];
-  if (s.tls.mode === "letsencrypt") {
-    const domains = names.all.map((n) => `-d ${n}`).join(" ");
-    parts.push(`# Let's Encrypt: nginx now serves ${ACME.webroot} on port 80; certbot's timer renews, the hook installs.
-want=${shq(names.all.join("\n"))}
-have=$(cat ${ACME.namesStamp} 2>/dev/null || true)
-if [ "$want" != "$have" ] || [ ! -s ${ACME.lineage}/fullchain.pem ]; then
-  if ${SYSTEMD}; then
-    if ! certbot certonly --non-interactive --agree-tos --no-eff-email --email ${shq(s.tls.acmeEmail)} \\
-      --webroot --webroot-path ${ACME.webroot} --cert-name ${ACME.certName} --deploy-hook ${ACME.deployHook} \\
-      ${domains} >&2; then
-      echo "certbot could not get a certificate for ${names.all.join(", ")}: do their DNS records point at this server, and is port 80 open? (/var/log/letsencrypt/letsencrypt.log)" >&2
-      exit 1
-    fi
-    printf '%s\\n' "$want" >${ACME.namesStamp}.new
-    mv -fT ${ACME.namesStamp}.new ${ACME.namesStamp}
-    echo "obtained a Let's Encrypt certificate for ${names.all.join(", ")} (certbot.timer renews it)"
-  else
-    echo "systemd is not running here: nginx is not serving, skipped certbot certonly for ${names.all.join(", ")}" >&2
-  fi
-fi
-# The hook installs each new certificate; this repairs a copy that differs (e.g. a hook that failed).
-if [ -s ${ACME.lineage}/fullchain.pem ] && ! cmp -s ${ACME.lineage}/fullchain.pem ${LAYOUT.tls.certificate}; then
-  RENEWED_LINEAGE=${ACME.lineage} ${ACME.deployHook} >&2
-  echo "installed the Let's Encrypt certificate of ${ACME.lineage} for nginx"
-fi`);
-  }
-  return parts.join("\n");
+  const apply = renderSnippet("apply.sh", { debian_default_site: NGINX_FILES.debianDefaultSite }, seedSettings(s));
+  if (s.tls.mode !== "letsencrypt") return apply;
+  const letsencrypt = renderSnippet("letsencrypt-certificate.sh", {
+    acme_email: s.tls.acmeEmail,
+    acme_names: proxyHostnames(s).all,
+    acme_webroot: ACME.webroot,
+    acme_cert_name: ACME.certName,
+    acme_lineage: ACME.lineage,
+    acme_deploy_hook: ACME.deployHook,
+    acme_names_stamp: ACME.namesStamp,
+    installed_certificate: LAYOUT.tls.certificate,
+  });
+  return `${apply}${letsencrypt}`;
 }
 
-function healthCheck(s: ProxySettings): string {
-  const mustExist = [LAYOUT.nginx.upstream, LAYOUT.nginx.release, LAYOUT.tls.certificate, LAYOUT.tls.privateKey, LAYOUT.nginx.maintenancePage];
-  return `bad=0
-for f in ${mustExist.join(" ")}; do
-  if [ ! -s "$f" ]; then echo "$f is missing or empty" >&2; bad=1; fi
-done
-if [ "$(stat -c '%a %U' ${LAYOUT.tls.privateKey} 2>/dev/null)" != "600 root" ]; then
-  echo "${LAYOUT.tls.privateKey} must be mode 600, owned by root" >&2
-  bad=1
-fi
-if ! nginx -t -q; then echo "nginx -t fails (output above)" >&2; bad=1; fi
-if ${SYSTEMD}; then
-  if ! systemctl is-active --quiet nginx; then
-    echo "nginx is not running (systemctl status nginx; journalctl -u nginx)" >&2
-    bad=1
-  else
-    # A reload is a signal: nginx opens new listeners a moment after systemctl returns.
-    answered=0
-    for _ in $(seq 20); do
-      if curl -fsS --max-time 5 -o /dev/null ${NGINX_STATUS.url} 2>/dev/null; then answered=1; break; fi
-      sleep 0.5
-    done
-    if ((!answered)); then
-      curl -fsS --max-time 5 -o /dev/null ${NGINX_STATUS.url} >&2 || true
-      echo "nginx does not answer on ${NGINX_STATUS.url} (tried for 10 s)" >&2
-      bad=1
-    fi
-  fi
-fi
-exit "$bad"`;
+function healthCheck(): string {
+  return renderSnippet("health-check.sh", {
+    must_exist: [LAYOUT.nginx.upstream, LAYOUT.nginx.release, LAYOUT.tls.certificate, LAYOUT.tls.privateKey, LAYOUT.nginx.maintenancePage],
+    private_key: LAYOUT.tls.privateKey,
+    status_url: NGINX_STATUS.url,
+  });
 }
 
 /**
  * The nginx host role: the request path Cloudflare -> nginx -> app. TLS (Origin CA with
  * authenticated origin pulls, or Let's Encrypt), the real client address, request ids, a JSON access
  * log, rate-limited auth paths, the maintenance page, the www/apex redirect and stub_status.
- * Throws an Error listing every problem when the settings are invalid.
+ * Throws SettingsError listing every problem when the settings are invalid.
  */
 export function proxyRole(settings: ProxySettings): HostRole {
-  const problems = proxySettingsProblems(settings);
-  if (problems.length > 0) {
-    throw new Error(`proxyRole: invalid settings:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
-  }
+  refuseProblems("proxy", proxySettingsProblems(settings));
   const reload = reloadHandler(settings);
   const letsencrypt = settings.tls.mode === "letsencrypt";
 
@@ -307,8 +266,49 @@ export function proxyRole(settings: ProxySettings): HostRole {
     packages: ["nginx", "curl", ...(letsencrypt ? ["certbot", "openssl"] : [])],
     directories,
     files,
-    validate: validateScript(settings),
+    validate: renderSnippet("validate.sh", {}, seedSettings(settings)),
     apply: applyScript(settings),
-    healthCheck: healthCheck(settings),
+    healthCheck: healthCheck(),
   };
 }
+
+/** The proxy's inputs from the stack's cloud components (wired in infra/). */
+export type ProxyInputs = {
+  /** Undefined when cdnProxy is false: nginx then gets its certificate from Let's Encrypt. */
+  originTls: OriginTls | undefined;
+  cloudflareRanges: CdnRanges;
+};
+
+export const role = defineRole({
+  name: "proxy",
+  after: ["base"],
+  settings: proxySettingsSchema,
+  inputs: {
+    originTls: {
+      from: "stack",
+      description:
+        "Cloudflare's Origin CA certificate for the domain's names, its private key and the origin-pull CA (authenticated origin pulls); undefined when cdnProxy is false",
+    },
+    cloudflareRanges: {
+      from: "stack",
+      description: "Cloudflare's published IPv4 and IPv6 ranges: behind the proxy, nginx believes CF-Connecting-IP from these senders only",
+    },
+  },
+  render: (s, inputs: ProxyInputs) => {
+    if (s.cdnProxy && !inputs.originTls) {
+      refuseProblems("proxy", ["originTls is missing: with cdnProxy true nginx serves Cloudflare's Origin CA certificate, which the stack issues (accepted: the Edge's originTls)"]);
+    }
+    return proxyRole({
+      domain: s.domain,
+      canonicalHost: s.canonicalHost,
+      staticHostname: s.staticHostname,
+      extraHostnames: s.extraHostnames,
+      cdnProxy: s.cdnProxy,
+      cloudflareRanges: inputs.cloudflareRanges,
+      tls: s.cdnProxy && inputs.originTls ? { mode: "cloudflare", ...inputs.originTls } : { mode: "letsencrypt", acmeEmail: s.acmeEmail },
+      authPaths: s.authPaths,
+      authRateLimitPerMinute: s.authRateLimitPerMinute,
+      clientMaxBodyMb: s.clientMaxBodyMb,
+    });
+  },
+});

@@ -1,32 +1,42 @@
+import * as path from "node:path";
 import { canonicalName, edgeHostnames, redirectedName } from "../edge/rules";
 import { LAYOUT } from "../host/layout";
+import { renderScript } from "../host/script";
+import { PROXY_FILES_DIR, TemplateValue, fillTemplate } from "./template";
+
+/** Cloudflare's Origin CA certificate for nginx and the CA of the zone's origin-pull client certificate. */
+export interface OriginTls {
+  /** Cloudflare Origin CA certificate for domain and *.domain (PEM). */
+  certificatePem: string;
+  /** Its private key (PEM); lands in a root-only 0600 file. */
+  privateKeyPem: string;
+  /** CA of the client certificate the zone presents (authenticated origin pulls). */
+  originPullCaPem: string;
+}
+
+/** Cloudflare's published address ranges: the only senders whose CF-Connecting-IP nginx believes. */
+export interface CdnRanges {
+  ipv4Cidrs: readonly string[];
+  ipv6Cidrs: readonly string[];
+}
 
 /** How nginx gets its certificate: Cloudflare's Origin CA (behind the proxy) or Let's Encrypt (without it). */
-export type ProxyTls =
-  | {
-      mode: "cloudflare";
-      /** Cloudflare Origin CA certificate for domain and *.domain (PEM). */
-      certificatePem: string;
-      /** Its private key (PEM); lands in a root-only 0600 file. */
-      privateKeyPem: string;
-      /** CA of the client certificate the zone presents (authenticated origin pulls). */
-      originPullCaPem: string;
-    }
-  | { mode: "letsencrypt"; acmeEmail: string };
+export type ProxyTls = ({ mode: "cloudflare" } & OriginTls) | { mode: "letsencrypt"; acmeEmail: string };
 
+/** What the renderers read: the config keys by their names, the Origin CA as tls, Cloudflare's ranges. */
 export interface ProxySettings {
   domain: string;
   canonicalHost: "apex" | "www";
   /** "" or a label (e.g. "static"): served by the app like the site. */
   staticHostname: string;
   /** Labels claimed by later roles (e.g. "grafana"); until then they answer 404. */
-  extraHostnames: string[];
-  /** Behind Cloudflare's proxy: the client address comes from CF-Connecting-IP, sent by these ranges only. */
-  proxied: boolean;
-  cloudflareRanges: { ipv4Cidrs: string[]; ipv6Cidrs: string[] };
+  extraHostnames: readonly string[];
+  /** Behind Cloudflare's proxy: the client address comes from CF-Connecting-IP, sent by cloudflareRanges only. */
+  cdnProxy: boolean;
+  cloudflareRanges: CdnRanges;
   tls: ProxyTls;
   /** Path prefixes (e.g. "/login", "/api/auth/") rate-limited per client address. */
-  authPaths: string[];
+  authPaths: readonly string[];
   authRateLimitPerMinute: number;
   clientMaxBodyMb: number;
 }
@@ -112,33 +122,18 @@ export function authBurst(perMinute: number): number {
   return Math.max(1, Math.ceil(perMinute / 6));
 }
 
-const MANAGED = `# Managed by LeanInfra (role "proxy"); edit the role in the repository, not this file.`;
-
-// Mozilla's "intermediate" TLS 1.2 ciphers; TLS 1.3 suites are OpenSSL's defaults.
-const TLS12_CIPHERS = [
-  "ECDHE-ECDSA-AES128-GCM-SHA256",
-  "ECDHE-RSA-AES128-GCM-SHA256",
-  "ECDHE-ECDSA-AES256-GCM-SHA384",
-  "ECDHE-RSA-AES256-GCM-SHA384",
-  "ECDHE-ECDSA-CHACHA20-POLY1305",
-  "ECDHE-RSA-CHACHA20-POLY1305",
-  "DHE-RSA-AES128-GCM-SHA256",
-  "DHE-RSA-AES256-GCM-SHA384",
-].join(":");
-
-const GZIP_TYPES = [
-  "text/plain",
-  "text/css",
-  "text/xml",
-  "text/javascript",
-  "application/javascript",
-  "application/json",
-  "application/manifest+json",
-  "application/xml",
-  "application/rss+xml",
-  "application/atom+xml",
-  "image/svg+xml",
-];
+/** A template or snippet of components/proxy/files/ that the renderers fill. */
+const TEMPLATES = Object.freeze({
+  httpConf: "nginx.conf",
+  siteConf: "leaninfra.conf",
+  tlsCloudflare: "tls-cloudflare.conf",
+  tlsLetsencrypt: "tls-letsencrypt.conf",
+  realIpCloudflare: "real-ip-cloudflare.conf",
+  securityHeaders: "security-headers.conf",
+  acmeChallenge: "acme-challenge.conf",
+  maintenancePage: "maintenance.html",
+  certbotDeployHook: "certbot-deploy-hook.sh",
+});
 
 /** Fields of every access log line, in order: [JSON key, nginx value, quoted]. */
 export const ACCESS_LOG_FIELDS: ReadonlyArray<readonly [string, string, boolean]> = [
@@ -160,51 +155,18 @@ export const ACCESS_LOG_FIELDS: ReadonlyArray<readonly [string, string, boolean]
   ["cf_ray", "$http_cf_ray", true],
 ];
 
-function indent(lines: string[], depth: number): string[] {
+function indent(lines: readonly string[], depth: number): string[] {
   const pad = "    ".repeat(depth);
   return lines.map((line) => (line === "" ? "" : `${pad}${line}`));
 }
 
-/**
- * /etc/nginx/nginx.conf: the main and http settings (TLS, client certificates, real client address,
- * request ids, the JSON access log, gzip, body size, the auth rate-limit zone). Servers are in
- * renderNginxSiteConf's file, read through conf.d.
- */
-export function renderNginxHttpConf(s: ProxySettings): string {
-  const tlsLines = [
-    "# TLS 1.2 and 1.3 only; HTTP/2 on every TLS server.",
-    "ssl_protocols TLSv1.2 TLSv1.3;",
-    `ssl_ciphers ${TLS12_CIPHERS};`,
-    "ssl_prefer_server_ciphers off;",
-    "ssl_session_cache shared:leaninfra_tls:10m;",
-    "ssl_session_timeout 1d;",
-    "ssl_session_tickets off;",
-    "http2 on;",
-    s.tls.mode === "cloudflare"
-      ? "# Cloudflare's Origin CA certificate (Cloudflare checks it: SSL mode Full (strict))."
-      : `# Let's Encrypt's certificate, copied here by ${ACME.deployHook} (a self-signed placeholder until the first one).`,
-    `ssl_certificate ${LAYOUT.tls.certificate};`,
-    `ssl_certificate_key ${LAYOUT.tls.privateKey};`,
-  ];
-  if (s.tls.mode === "cloudflare") {
-    tlsLines.push(
-      "# Authenticated origin pulls: only a client certificate from our zone's CA gets an answer (400",
-      "# otherwise), so nobody can reach the origin around Cloudflare, not even through another zone.",
-      `ssl_client_certificate ${LAYOUT.tls.originPullCa};`,
-      "ssl_verify_client on;",
-    );
-  }
+/** A snippet file's lines, to insert into a bigger template or block. */
+function snippetLines(file: string, values: Readonly<Record<string, TemplateValue>> = {}): string[] {
+  return fillTemplate(file, values).replace(/\n$/, "").split("\n");
+}
 
-  const realIp = s.proxied
-    ? [
-        "# The client's address is CF-Connecting-IP, believed only from Cloudflare's published ranges.",
-        ...[...s.cloudflareRanges.ipv4Cidrs, ...s.cloudflareRanges.ipv6Cidrs].map((cidr) => `set_real_ip_from ${cidr};`),
-        "real_ip_header CF-Connecting-IP;",
-        "",
-      ]
-    : [];
-
-  const logFormat = [
+function logFormat(): string[] {
+  return [
     "log_format leaninfra_json escape=json",
     ...ACCESS_LOG_FIELDS.map(([key, value, quoted], i) => {
       const open = i === 0 ? "{" : "";
@@ -213,285 +175,103 @@ export function renderNginxHttpConf(s: ProxySettings): string {
       return `    '${open}"${key}":${v}${close}'${i === ACCESS_LOG_FIELDS.length - 1 ? ";" : ""}`;
     }),
   ];
-
-  const http = [
-    "sendfile on;",
-    "tcp_nopush on;",
-    "types_hash_max_size 2048;",
-    "server_names_hash_bucket_size 128;",
-    "server_tokens off;",
-    "include /etc/nginx/mime.types;",
-    "default_type application/octet-stream;",
-    "",
-    ...tlsLines,
-    "",
-    ...realIp,
-    "# The request id: the client's (or Cloudflare's) when it is a sane token, else nginx's own;",
-    "# passed to the app as X-Request-ID, returned to the client and logged.",
-    "map $http_x_request_id $leaninfra_request_id {",
-    "    default $request_id;",
-    '    "~^[A-Za-z0-9._:+=/@-]{1,128}$" $http_x_request_id;',
-    "}",
-    "map $request_uri $leaninfra_path {",
-    "    default $request_uri;",
-    '    "~^(?<leaninfra_path_only>[^?]*)" $leaninfra_path_only;',
-    "}",
-    "# WebSocket upgrades pass through; other requests keep the upstream connection alive.",
-    "map $http_upgrade $leaninfra_connection {",
-    "    default upgrade;",
-    '    "" "";',
-    "}",
-    "",
-    `# One JSON object per request. $leaninfra_release comes from ${LAYOUT.nginx.release}, which every`,
-    "# server includes (the deploy rewrites it).",
-    ...logFormat,
-    `access_log ${NGINX_FILES.accessLog} leaninfra_json;`,
-    "",
-    "gzip on;",
-    "gzip_vary on;",
-    "gzip_proxied any;",
-    "gzip_comp_level 5;",
-    "gzip_min_length 256;",
-    `gzip_types ${GZIP_TYPES.join(" ")};`,
-    "",
-    `client_max_body_size ${s.clientMaxBodyMb}m;`,
-    "",
-    `# Auth paths: ${s.authRateLimitPerMinute} requests a minute per client address (after real_ip), then 429.`,
-    `limit_req_zone $binary_remote_addr zone=${AUTH_ZONE}:10m rate=${s.authRateLimitPerMinute}r/m;`,
-    "limit_req_status 429;",
-    "limit_req_log_level warn;",
-    "",
-    "include /etc/nginx/conf.d/*.conf;",
-  ];
-
-  return [
-    MANAGED,
-    `# nginx's main and http settings. LeanInfra's servers are in ${NGINX_FILES.siteConf}; Debian's`,
-    "# sites-enabled/ is not read.",
-    "user www-data;",
-    "worker_processes auto;",
-    "pid /run/nginx.pid;",
-    `error_log ${NGINX_FILES.errorLog};`,
-    "include /etc/nginx/modules-enabled/*.conf;",
-    "",
-    "events {",
-    "    worker_connections 1024;",
-    "}",
-    "",
-    "http {",
-    ...indent(http, 1),
-    "}",
-    "",
-  ].join("\n");
 }
 
-/** Headers on every answer of the TLS servers. add_header in a block replaces the inherited ones, so blocks that add their own repeat these. */
-function responseHeaders(): string[] {
-  return [
-    'add_header Strict-Transport-Security "max-age=31536000" always;',
-    'add_header X-Content-Type-Options "nosniff" always;',
-    'add_header Referrer-Policy "strict-origin-when-cross-origin" always;',
-    'add_header X-Frame-Options "SAMEORIGIN" always;',
-    "add_header X-Request-ID $leaninfra_request_id always;",
-  ];
+/**
+ * /etc/nginx/nginx.conf (files/nginx.conf): the main and http settings (TLS, client certificates, real
+ * client address, request ids, the JSON access log, gzip, body size, the auth rate-limit zone).
+ * Servers are in renderNginxSiteConf's file, read through conf.d.
+ */
+export function renderNginxHttpConf(s: ProxySettings): string {
+  const certificate =
+    s.tls.mode === "cloudflare"
+      ? snippetLines(TEMPLATES.tlsCloudflare, { certificate: LAYOUT.tls.certificate, private_key: LAYOUT.tls.privateKey, origin_pull_ca: LAYOUT.tls.originPullCa })
+      : snippetLines(TEMPLATES.tlsLetsencrypt, { certificate: LAYOUT.tls.certificate, private_key: LAYOUT.tls.privateKey, deploy_hook: ACME.deployHook });
+  const ranges = [...s.cloudflareRanges.ipv4Cidrs, ...s.cloudflareRanges.ipv6Cidrs];
+  const realIp = s.cdnProxy ? [...snippetLines(TEMPLATES.realIpCloudflare, { set_real_ip_from: ranges.map((cidr) => `set_real_ip_from ${cidr};`) }), ""] : [];
+  return fillTemplate(TEMPLATES.httpConf, {
+    site_conf: NGINX_FILES.siteConf,
+    error_log: NGINX_FILES.errorLog,
+    certificate,
+    real_ip: realIp,
+    release_file: LAYOUT.nginx.release,
+    log_format: logFormat(),
+    access_log: NGINX_FILES.accessLog,
+    client_max_body_mb: s.clientMaxBodyMb,
+    auth_rate_per_minute: s.authRateLimitPerMinute,
+    auth_zone: AUTH_ZONE,
+  });
 }
 
 const LISTEN_TLS = ["listen 443 ssl;", "listen [::]:443 ssl;"];
-// `set` runs in the rewrite phase in order: the release must be set before any `return`.
-const RELEASE = `include ${LAYOUT.nginx.release};`;
 
-function block(header: string, body: string[]): string[] {
+function block(header: string, body: readonly string[]): string[] {
   return [`${header} {`, ...indent(body, 1), "}"];
 }
 
 /**
- * /etc/nginx/conf.d/leaninfra.conf: the upstream (its server line from the deploy's file), port 80
- * (redirects, ACME challenges), the canonical site and static host, the www/apex redirect, the
- * extra names (404), a default server that drops unknown names and IP literals (444), and stub_status
- * on loopback.
+ * /etc/nginx/conf.d/leaninfra.conf (files/leaninfra.conf): the upstream (its server line from the
+ * deploy's file), port 80 (redirects, ACME challenges), the canonical site and static host, the
+ * www/apex redirect, the extra names (404), a default server that drops unknown names and IP literals
+ * (444), and stub_status on loopback.
  */
 export function renderNginxSiteConf(s: ProxySettings): string {
   const names = proxyHostnames(s);
   const burst = authBurst(s.authRateLimitPerMinute);
-  const proxyToApp = "proxy_pass http://leaninfra_app;";
-
-  const port80 = block("server", [
-    "listen 80;",
-    "listen [::]:80;",
-    `server_name ${names.all.join(" ")};`,
-    RELEASE,
-    ...(s.tls.mode === "letsencrypt"
-      ? [
-          "# Let's Encrypt's HTTP-01 challenges (certbot --webroot).",
-          ...block("location ^~ /.well-known/acme-challenge/", [`root ${ACME.webroot};`, "default_type text/plain;", "try_files $uri =404;"]),
-        ]
-      : []),
-    ...block("location /", ["return 301 https://$host$request_uri;"]),
-  ]);
-
-  const dropUnknown = block("server", [
-    "listen 80 default_server;",
-    "listen [::]:80 default_server;",
-    "listen 443 ssl default_server;",
-    "listen [::]:443 ssl default_server;",
-    "server_name _;",
-    "# No TLS handshake without one of our names (IP literals send none), and no answer (444) over HTTP.",
-    "ssl_reject_handshake on;",
-    RELEASE,
-    "return 444;",
-  ]);
-
-  const redirect = block("server", [
-    ...LISTEN_TLS,
-    `server_name ${names.redirected};`,
-    RELEASE,
-    ...responseHeaders(),
-    `return 301 https://${names.canonical}$request_uri;`,
-  ]);
+  const securityHeaders = snippetLines(TEMPLATES.securityHeaders);
 
   const authLocations = s.authPaths.flatMap((prefix) =>
-    block(`location ^~ ${prefix}`, [`limit_req zone=${AUTH_ZONE} burst=${burst} nodelay;`, proxyToApp]),
+    block(`location ^~ ${prefix}`, [`limit_req zone=${AUTH_ZONE} burst=${burst} nodelay;`, "proxy_pass http://leaninfra_app;"]),
   );
-
-  const site = block("server", [
-    ...LISTEN_TLS,
-    `server_name ${names.served.join(" ")};`,
-    RELEASE,
-    ...responseHeaders(),
-    "",
-    // proxy_set_header in a location would replace all of these: locations set none.
-    "proxy_http_version 1.1;",
-    "proxy_set_header Host $host;",
-    "proxy_set_header X-Request-ID $leaninfra_request_id;",
-    "proxy_set_header X-Real-IP $remote_addr;",
-    "proxy_set_header X-Forwarded-For $remote_addr;",
-    "proxy_set_header X-Forwarded-Proto $scheme;",
-    "proxy_set_header X-Forwarded-Host $host;",
-    "proxy_set_header Upgrade $http_upgrade;",
-    "proxy_set_header Connection $leaninfra_connection;",
-    "proxy_hide_header X-Request-ID;",
-    "proxy_connect_timeout 5s;",
-    "proxy_read_timeout 60s;",
-    "",
-    "# The app does not answer (or answers 502/503/504): the maintenance page, 503 with Retry-After.",
-    "proxy_intercept_errors on;",
-    `error_page 502 503 504 =503 ${MAINTENANCE_URI};`,
-    ...block(`location = ${MAINTENANCE_URI}`, [
-      "internal;",
-      `alias ${LAYOUT.nginx.maintenancePage};`,
-      "default_type text/html;",
-      ...responseHeaders(),
-      `add_header Retry-After ${MAINTENANCE_RETRY_AFTER_SECONDS} always;`,
-      'add_header Cache-Control "no-store" always;',
-    ]),
-    "",
-    ...(authLocations.length > 0
-      ? [`# Auth paths: ${burst + 1} requests at once, then ${s.authRateLimitPerMinute} a minute per client address; 429 beyond.`, ...authLocations]
-      : []),
-    ...block("location /", [proxyToApp]),
-  ]);
-
-  const extra =
+  const extraNamesServer =
     names.extra.length === 0
       ? []
       : [
           "",
           "# Names a later role will serve; until then, nothing here.",
-          ...block("server", [...LISTEN_TLS, `server_name ${names.extra.join(" ")};`, RELEASE, ...responseHeaders(), "return 404;"]),
+          ...block("server", [...LISTEN_TLS, `server_name ${names.extra.join(" ")};`, `include ${LAYOUT.nginx.release};`, ...securityHeaders, "return 404;"]),
         ];
 
-  const status = block("server", [
-    `listen ${NGINX_STATUS.address}:${NGINX_STATUS.port};`,
-    "server_name _;",
-    "access_log off;",
-    ...block(`location = ${NGINX_STATUS.path}`, ["stub_status;"]),
-    ...block("location /", ["return 404;"]),
-  ]);
-
-  return [
-    MANAGED,
-    "",
-    block("upstream leaninfra_app", [
-      `# One line, e.g. \`${FIRST_UPSTREAM_LINE}\`, written by each deploy, which then reloads nginx.`,
-      `include ${LAYOUT.nginx.upstream};`,
-      "keepalive 16;",
-    ]).join("\n"),
-    "",
-    "# Port 80 only sends clients to https.",
-    port80.join("\n"),
-    "",
-    "# Unknown Host names and IP-literal access.",
-    dropUnknown.join("\n"),
-    "",
-    `# ${names.redirected} -> ${names.canonical}, path and query kept.`,
-    redirect.join("\n"),
-    "",
-    `# The site${names.served.length > 1 ? " and the static host" : ""}, served by the app.`,
-    site.join("\n"),
-    ...extra,
-    "",
-    `# stub_status for the metrics exporter, on loopback only (${NGINX_STATUS.url}).`,
-    status.join("\n"),
-    "",
-  ].join("\n");
+  return fillTemplate(TEMPLATES.siteConf, {
+    first_upstream_line: FIRST_UPSTREAM_LINE,
+    upstream_file: LAYOUT.nginx.upstream,
+    release_file: LAYOUT.nginx.release,
+    all_names: names.all.join(" "),
+    acme_challenge: s.tls.mode === "letsencrypt" ? snippetLines(TEMPLATES.acmeChallenge, { webroot: ACME.webroot }) : [],
+    redirected_name: names.redirected,
+    canonical_name: names.canonical,
+    security_headers: securityHeaders,
+    site_title: names.served.length > 1 ? "The site and the static host" : "The site",
+    served_names: names.served.join(" "),
+    maintenance_uri: MAINTENANCE_URI,
+    maintenance_page: LAYOUT.nginx.maintenancePage,
+    retry_after_seconds: MAINTENANCE_RETRY_AFTER_SECONDS,
+    auth_locations:
+      authLocations.length > 0
+        ? [`# Auth paths: ${burst + 1} requests at once, then ${s.authRateLimitPerMinute} a minute per client address; 429 beyond.`, ...authLocations]
+        : [],
+    extra_names_server: extraNamesServer,
+    status_url: NGINX_STATUS.url,
+    status_address: NGINX_STATUS.address,
+    status_port: NGINX_STATUS.port,
+    status_path: NGINX_STATUS.path,
+  });
 }
 
-/** The page nginx serves (503) while the app does not answer: self-contained, no outside assets. */
+/** The page nginx serves (503) while the app does not answer (files/maintenance.html): self-contained, no outside assets. */
 export function renderMaintenancePage(s: Pick<ProxySettings, "domain">): string {
-  return `<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Back in a moment - ${s.domain}</title>
-<style>
-body { font-family: system-ui, sans-serif; max-width: 32rem; margin: 20vh auto; padding: 0 1rem; color: #222; }
-h1 { font-size: 1.5rem; }
-</style>
-</head>
-<body>
-<h1>Back in a moment</h1>
-<p>${s.domain} is being updated or restarted. Please try again in a minute.</p>
-</body>
-</html>
-`;
+  return fillTemplate(TEMPLATES.maintenancePage, { domain: s.domain });
 }
 
 /**
- * certbot's deploy hook (tls.mode "letsencrypt"): after each issuance and renewal, copies the
- * lineage's certificate and key to where nginx reads them, checks the config and reloads nginx.
+ * certbot's deploy hook (files/certbot-deploy-hook.sh, without Cloudflare's Origin CA): after each
+ * issuance and renewal, copies the lineage's certificate and key to where nginx reads them, checks the
+ * config and reloads nginx.
  */
 export function renderCertbotDeployHook(): string {
-  return `#!/usr/bin/env bash
-${MANAGED}
-# certbot's deploy hook for the "${ACME.certName}" certificate. certbot runs it after each issuance and
-# renewal (it is saved in /etc/letsencrypt/renewal/${ACME.certName}.conf): it copies the certificate and key
-# to where nginx reads them, then reloads nginx. Run by hand: RENEWED_LINEAGE=${ACME.lineage} $0
-set -euo pipefail
-umask 077
-lineage=\${RENEWED_LINEAGE:-${ACME.lineage}}
-cert=${LAYOUT.tls.certificate}
-key=${LAYOUT.tls.privateKey}
-
-for file in fullchain.pem privkey.pem; do
-  if [[ ! -s $lineage/$file ]]; then
-    echo "certbot deploy hook: $lineage/$file is missing or empty; nothing installed" >&2
-    exit 1
-  fi
-done
-# Beside the targets, so each mv is atomic: nginx never reads a half-written file.
-install -m 0644 -o root -g root -T -- "$lineage/fullchain.pem" "$cert.new"
-install -m 0600 -o root -g root -T -- "$lineage/privkey.pem" "$key.new"
-mv -fT -- "$key.new" "$key"
-mv -fT -- "$cert.new" "$cert"
-echo "installed the certificate of $lineage as $cert (key: $key)"
-
-if [[ -d /run/systemd/system ]]; then
-  nginx -t -q
-  systemctl reload nginx
-  echo "reloaded nginx"
-else
-  echo "systemd is not running here: skipped systemctl reload nginx"
-fi
-`;
+  return renderScript(path.join(PROXY_FILES_DIR, TEMPLATES.certbotDeployHook), {
+    default_lineage: ACME.lineage,
+    cert: LAYOUT.tls.certificate,
+    key: LAYOUT.tls.privateKey,
+  });
 }

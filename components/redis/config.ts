@@ -23,11 +23,11 @@ export const REDIS_PATHS = Object.freeze({
   adminCli: "/usr/local/sbin/leaninfra-redis-cli",
 });
 
-export type RedisJob = "cache" | "sessions" | "queue";
-
 export interface RedisJobProfile {
   /** What the job is, in one line for the config file. */
   summary: string;
+  /** Its eviction and persistence in a few words, for the redisJob key's description. */
+  brief: string;
   maxmemoryPolicy: "allkeys-lru" | "volatile-lru" | "noeviction";
   /** none: lost on restart, as a cache may be; aof: every write appended, fsync'd every second. */
   persistence: "none" | "aof";
@@ -39,26 +39,43 @@ export interface RedisJobProfile {
  * One job per Redis, each with the eviction and persistence that job needs. FLUSHALL is never the app's
  * to run; FLUSHDB only for a cache, where clearing it is an ordinary operation (e.g. Django's cache.clear()).
  */
-export const REDIS_JOBS: Readonly<Record<RedisJob, RedisJobProfile>> = Object.freeze({
+export const REDIS_JOBS = Object.freeze({
   cache: {
     summary: "cache: any key may be evicted (least recently used first) and nothing is written to disk",
+    brief: "evicts, no persistence",
     maxmemoryPolicy: "allkeys-lru",
     persistence: "none",
     deniedCommands: ["flushall"],
   },
   sessions: {
     summary: "sessions: only keys with a TTL are evicted (least recently used first), kept on disk in the AOF",
+    brief: "persistent, evicts only expiring keys",
     maxmemoryPolicy: "volatile-lru",
     persistence: "aof",
     deniedCommands: ["flushall", "flushdb"],
   },
   queue: {
     summary: "queue: nothing is ever evicted (writes fail with OOM when full), kept on disk in the AOF",
+    brief: "persistent, never evicts",
     maxmemoryPolicy: "noeviction",
     persistence: "aof",
     deniedCommands: ["flushall", "flushdb"],
   },
-});
+} satisfies Record<string, RedisJobProfile>);
+
+/** A job Redis can have: a key of REDIS_JOBS. */
+export type RedisJob = keyof typeof REDIS_JOBS;
+
+/** The jobs in REDIS_JOBS' order: the one list every check and message reads. */
+export const REDIS_JOB_NAMES = Object.freeze(Object.keys(REDIS_JOBS) as RedisJob[]);
+
+/** "a, b or c", as a message lists choices. */
+export function orList(words: readonly string[]): string {
+  return words.length < 2 ? words.join("") : `${words.slice(0, -1).join(", ")} or ${words[words.length - 1]}`;
+}
+
+/** "cache, sessions or queue": the jobs as a message lists them. */
+export const REDIS_JOB_LIST = orList(REDIS_JOB_NAMES);
 
 export function isRedisJob(value: unknown): value is RedisJob {
   return typeof value === "string" && Object.prototype.hasOwnProperty.call(REDIS_JOBS, value);
@@ -83,7 +100,8 @@ export function redisPasswordHash(password: string): string {
 }
 
 export interface RedisConfSettings {
-  job: RedisJob;
+  redisJob: RedisJob;
+  /** maxmemory in MB as Redis gets it: redisMaxMemoryMb, or what redisMaxMemoryMb() derives for 0. */
   maxMemoryMb: number;
   password: string;
   adminPassword: string;
@@ -91,7 +109,7 @@ export interface RedisConfSettings {
 
 /** The whole /etc/redis/redis.conf: short enough to read in one screen. */
 export function renderRedisConf(s: RedisConfSettings): string {
-  const job = REDIS_JOBS[s.job];
+  const job = REDIS_JOBS[s.redisJob];
   const persistence =
     job.persistence === "none"
       ? `# A cache is rebuilt from the database: no RDB snapshots, no AOF.

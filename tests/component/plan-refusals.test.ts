@@ -59,7 +59,7 @@ const REFUSALS: Record<string, Refusal[]> = {
     { set: { appImage: "ghcr.io/acme/shop", appHealthTimeoutSeconds: 1 }, key: "appHealthTimeoutSeconds", says: "at least 5" },
     { set: { appImage: "ghcr.io/acme/shop", appDrainSeconds: 601 }, key: "appDrainSeconds", says: "at most 600" },
     { set: { appImage: "ghcr.io/acme/shop", appKeepImages: 1 }, key: "appKeepImages", says: "at least 2" },
-    { set: { appImage: "ghcr.io/acme/shop", appMigrationCommand: [""] }, key: "appMigrationCommand[0]", says: "is empty" },
+    { set: { appImage: "ghcr.io/acme/shop", appMigrationCommand: [""] }, key: "appMigrationCommand[0]", says: "at least 1" },
     { set: { appImage: "ghcr.io/acme/shop", appRegistryUser: "me\tyou" }, key: "appRegistryUser", says: "appRegistryUser" },
   ],
   backups: [

@@ -43,7 +43,7 @@ async function deployUnderLoad(root: BootedRoot, pki: TestPki, settings: AppSett
   await new Promise((r) => setTimeout(r, 500));
   const report = await load.stop();
   const counts = Object.entries(report.byRelease).map(([k, v]) => `${k}: ${v}`).join(", ");
-  console.log(`  load during the ${settings.tag} deploy: ${report.sent} requests, ${report.failed} failed (${counts}); sequence ${releaseSequence(report.samples).join(" -> ")}`);
+  console.log(`  load during the ${settings.appTag} deploy: ${report.sent} requests, ${report.failed} failed (${counts}); sequence ${releaseSequence(report.samples).join(" -> ")}`);
   return { result, load: report };
 }
 
@@ -114,7 +114,7 @@ test("app role: zero-downtime deploy, rollback and a broken release, through ngi
       assert.equal(fs.readFileSync(root.hostPath(LAYOUT.nginx.release), "utf8"), `set $leaninfra_release "${V1}";\n`);
 
       // 2. v2 over v1, under load.
-      const b = await deployUnderLoad(root, pki, { ...v1, tag: V2 });
+      const b = await deployUnderLoad(root, pki, { ...v1, appTag: V2 });
       assert.equal(b.result.code, 0, show(b.result));
       assert.match(b.result.stdout, /^\[app\] deployed: release v2 serves from slot blue /m);
       assertNoFailures(b.load, "v2 over v1");
@@ -144,7 +144,7 @@ test("app role: zero-downtime deploy, rollback and a broken release, through ngi
       // 4. A broken release: never healthy; v1 keeps serving, the bundle fails with its log lines.
       await startRegistry(root, REGISTRY_MOUNT);
       const upstreamBefore = fs.readFileSync(root.hostPath(LAYOUT.nginx.upstream), "utf8");
-      const c = await deployUnderLoad(root, pki, { ...v1, tag: V3 });
+      const c = await deployUnderLoad(root, pki, { ...v1, appTag: V3 });
       assert.notEqual(c.result.code, 0, show(c.result));
       assert.match(c.result.stderr, /release v3-broken did not become healthy: no 200 from http:\/\/127\.0\.0\.1:8001\/healthz within 10s \(last answer: HTTP 503\)/);
       assert.match(c.result.stderr, /last 50 lines of the log of app-blue \(release v3-broken\):/);
@@ -161,18 +161,18 @@ test("app role: zero-downtime deploy, rollback and a broken release, through ngi
       timings.push(`broken v3: bundle failed after ${c.result.ms} ms, ${c.load.sent} requests, ${c.load.failed} failed`);
 
       // 5. A failing migration stops the deploy before anything starts.
-      const migrationFails = await applyRole(root, appRole({ ...v1, tag: V2, migrationCommand: ["python3", "/app/app.py", "migrate", "--fail"] }));
+      const migrationFails = await applyRole(root, appRole({ ...v1, appTag: V2, appMigrationCommand: ["python3", "/app/app.py", "migrate", "--fail"] }));
       assert.notEqual(migrationFails.code, 0, show(migrationFails));
       assert.match(migrationFails.stderr, /migration failed on purpose/);
       assert.match(migrationFails.stderr, /the migration of release v2 failed \(output above\); v1 from slot green keeps serving/);
       assert.equal(appContainers(root), `app-green ${V1} running`);
 
       // 6. v2 again: serves, and image pruning keeps 1 + serving + previous, so v3-broken goes.
-      const again = await applyRole(root, appRole({ ...v1, tag: V2 }));
+      const again = await applyRole(root, appRole({ ...v1, appTag: V2 }));
       assert.equal(again.code, 0, show(again));
       assert.match(again.stderr, /removing image 127\.0\.0\.1:5123\/leaninfra-test-app:v3-broken \(keeping the last 1 releases, the serving one and the previous one\)/);
       assert.equal(must(root, `docker image ls --format '{{.Tag}}' ${TEST_IMAGE} | sort`), `${V1}\n${V2}\n`);
-      const third = await applyRole(root, appRole({ ...v1, tag: V2 }));
+      const third = await applyRole(root, appRole({ ...v1, appTag: V2 }));
       assert.equal(third.stdout, "[app] no changes\n", show(third));
       const health = root.run(`${APP_PATHS.deployScript} --health && ${APP_PATHS.deployScript} --check`);
       assert.equal(health.code, 0, show(health));

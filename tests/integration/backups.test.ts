@@ -51,9 +51,9 @@ test("the backups role archives WAL to an S3 server, backs up, restores to a poi
   const settings: BackupsSettings = {
     s3: { endpoint: s3.endpoint, region: "auto", bucket: s3.bucket, accessKeyId: s3.accessKey, secretAccessKey: s3.secretKey },
     cipherPassphrase: PASSPHRASE,
-    retentionDays: 35,
-    lockDays: 14,
-    database: DB,
+    backupRetentionDays: 35,
+    backupLockDays: 14,
+    postgresDatabase: DB,
     vcpus: 2,
     port,
     uploadChunkMiB: CHUNK_MIB,
@@ -62,7 +62,7 @@ test("the backups role archives WAL to an S3 server, backs up, restores to a poi
   try {
     await withDebianRoot(async (root) => {
       const pgPassword = `Pg${randomBytes(12).toString("hex")}`;
-      fs.writeFileSync(root.hostPath("/root/postgres.sh"), renderRoleBundle(postgresRole({ memoryMb: 2048, vcpus: 2, maxConnections: 0, database: DB, user: "shop_app", password: pgPassword, port })));
+      fs.writeFileSync(root.hostPath("/root/postgres.sh"), renderRoleBundle(postgresRole({ memoryMb: 2048, vcpus: 2, postgresMaxConnections: 0, postgresDatabase: DB, postgresUser: "shop_app", password: pgPassword, port })));
       fs.writeFileSync(root.hostPath("/root/backups.sh"), renderRoleBundle(backupsRole(settings)));
       const wrong = renderRoleBundle(backupsRole({ ...settings, cipherPassphrase: `Wrong${randomBytes(16).toString("hex")}` }));
       fs.writeFileSync(root.hostPath("/root/wrong-pass.sh"), wrong);

@@ -58,6 +58,7 @@ test("the base role applies to a fresh Debian 13 root, and a second run changes 
     assert.match(before, /^prometheus-node-exporter \S+ installed$/m);
     assert.equal(fs.readFileSync(root.hostPath(marker), "utf8"), `${roleDigest(role)}\n`);
     assert.match(fs.readFileSync(root.hostPath("/etc/default/prometheus-node-exporter"), "utf8"), /127\.0\.0\.1:9100/);
+    assert.match(fs.readFileSync(root.hostPath("/etc/leaninfra/README"), "utf8"), /^This VM is managed by LeanInfra \(a Pulumi program\)\. Log in as ops and use sudo\.$/m);
 
     const second = applyBundle(root, bundle);
     assert.equal(second.code, 0, show(second));

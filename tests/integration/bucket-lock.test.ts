@@ -40,9 +40,9 @@ test("under R2's bucket lock (emulated in front of a real S3 server) backups, WA
   const settings: BackupsSettings = {
     s3: { endpoint: proxy.endpoint, region: "auto", bucket: s3.bucket, accessKeyId: s3.accessKey, secretAccessKey: s3.secretKey },
     cipherPassphrase: `Cipher${randomBytes(16).toString("hex")}`,
-    retentionDays: RETENTION_DAYS,
-    lockDays: LOCK_DAYS,
-    database: DB,
+    backupRetentionDays: RETENTION_DAYS,
+    backupLockDays: LOCK_DAYS,
+    postgresDatabase: DB,
     vcpus: 2,
     port,
     uploadChunkMiB: 5,
@@ -50,7 +50,7 @@ test("under R2's bucket lock (emulated in front of a real S3 server) backups, WA
   };
   try {
     await withDebianRoot(async (root) => {
-      fs.writeFileSync(root.hostPath("/root/postgres.sh"), renderRoleBundle(postgresRole({ memoryMb: 2048, vcpus: 2, maxConnections: 0, database: DB, user: "shop_app", password: `Pg${randomBytes(12).toString("hex")}`, port })));
+      fs.writeFileSync(root.hostPath("/root/postgres.sh"), renderRoleBundle(postgresRole({ memoryMb: 2048, vcpus: 2, postgresMaxConnections: 0, postgresDatabase: DB, postgresUser: "shop_app", password: `Pg${randomBytes(12).toString("hex")}`, port })));
       fs.writeFileSync(root.hostPath("/root/backups.sh"), renderRoleBundle(backupsRole(settings)));
 
       // 1. Every job of a normal week, twice where a job rewrites something, through the lock.

@@ -22,8 +22,8 @@ const answer = (root: BootedRoot, command: string) => must(root, command).trim()
  */
 test("PostgreSQL and Redis under systemd: their handlers restart or reload them as each change needs", { timeout: 25 * 60_000 }, async () => {
   const port = await freePort();
-  const pg = { memoryMb: 2048, vcpus: 2, maxConnections: 0, database: "shop", user: "shop_app", password: `Pg${randomBytes(12).toString("hex")}`, port };
-  const redis = { job: "sessions" as const, memoryMb: 2048, maxMemoryMb: 0, password: `Rd${randomBytes(12).toString("hex")}`, adminPassword: `Ad${randomBytes(12).toString("hex")}` };
+  const pg = { memoryMb: 2048, vcpus: 2, postgresMaxConnections: 0, postgresDatabase: "shop", postgresUser: "shop_app", password: `Pg${randomBytes(12).toString("hex")}`, port };
+  const redis = { redisJob: "sessions" as const, memoryMb: 2048, redisMaxMemoryMb: 0, password: `Rd${randomBytes(12).toString("hex")}`, adminPassword: `Ad${randomBytes(12).toString("hex")}` };
 
   await withLock(REDIS_PORT_LOCK, 30 * 60_000, () =>
     withBootedRoot({}, async (root) => {
@@ -41,25 +41,25 @@ test("PostgreSQL and Redis under systemd: their handlers restart or reload them 
       const boot = started();
 
       // Reload: a second app role only touches pg_hba.conf; the server keeps running and lets it in.
-      const other = { ...pg, database: "shop2", user: "shop2_app", password: `Pg${randomBytes(12).toString("hex")}` };
+      const other = { ...pg, postgresDatabase: "shop2", postgresUser: "shop2_app", password: `Pg${randomBytes(12).toString("hex")}` };
       const reloaded = await applyRole(root, postgresRole(other));
       assert.equal(reloaded.code, 0, show(reloaded));
       assert.match(reloaded.stdout, new RegExp(`handler: onChange of [^\\n]*${POSTGRES_PATHS.hba}\\n`), reloaded.stdout);
       assert.ok(!reloaded.stdout.includes(POSTGRES_PATHS.serverConf), "the restart-only file did not change");
       assert.equal(started(), boot, "a pg_hba.conf change reloads, it does not restart");
       assert.equal(
-        answer(root, `PGPASSWORD='${other.password}' psql -X -A -t -q "host=127.0.0.1 port=${port} dbname=${other.database} user=${other.user}" -c 'select current_user'`),
-        other.user,
+        answer(root, `PGPASSWORD='${other.password}' psql -X -A -t -q "host=127.0.0.1 port=${port} dbname=${other.postgresDatabase} user=${other.postgresUser}" -c 'select current_user'`),
+        other.postgresUser,
       );
 
       // Restart: max_connections is read at start only; the handler restarts, the server comes back with it.
-      const restarted = await applyRole(root, postgresRole({ ...other, maxConnections: 150 }));
+      const restarted = await applyRole(root, postgresRole({ ...other, postgresMaxConnections: 150 }));
       assert.equal(restarted.code, 0, show(restarted));
       assert.match(restarted.stdout, new RegExp(`handler: onChange of [^\\n]*${POSTGRES_PATHS.serverConf}`), restarted.stdout);
       assert.notEqual(started(), boot, "a restart-only setting restarts PostgreSQL");
       assert.equal(sql("show max_connections"), "150");
       assert.equal(sql("select count(*) from pg_settings where pending_restart"), "0");
-      assert.equal((await applyRole(root, postgresRole({ ...other, maxConnections: 150 }))).stdout, "[postgres] no changes\n");
+      assert.equal((await applyRole(root, postgresRole({ ...other, postgresMaxConnections: 150 }))).stdout, "[postgres] no changes\n");
 
       // Redis: the sessions job (AOF, volatile-lru), then the cache job (no persistence, allkeys-lru).
       const cli = (args: string) => answer(root, `${REDIS_PATHS.adminCli} ${args} | tr -d '\\r'`);
@@ -70,7 +70,7 @@ test("PostgreSQL and Redis under systemd: their handlers restart or reload them 
       assert.equal(cli("CONFIG GET maxmemory-policy"), "maxmemory-policy\nvolatile-lru");
       assert.equal(cli("CONFIG GET appendonly"), "appendonly\nyes");
       const redisStart = answer(root, "systemctl show -p ExecMainStartTimestampMonotonic --value redis-server");
-      const r2 = await applyRole(root, redisRole({ ...redis, job: "cache" }));
+      const r2 = await applyRole(root, redisRole({ ...redis, redisJob: "cache" }));
       assert.equal(r2.code, 0, show(r2));
       assert.notEqual(answer(root, "systemctl show -p ExecMainStartTimestampMonotonic --value redis-server"), redisStart, "systemd restarted Redis");
       assert.equal(cli("CONFIG GET maxmemory-policy"), "maxmemory-policy\nallkeys-lru");

@@ -31,7 +31,7 @@ function freePort(): number {
 const PASSWORD = `Pw:${randomBytes(12).toString("hex")}\\'"$x`;
 
 function settings(over: Partial<PostgresSettings> = {}): PostgresSettings {
-  return { memoryMb: 2048, vcpus: 2, maxConnections: 0, database: "shop", user: "shop_app", password: PASSWORD, port: freePort(), ...over };
+  return { memoryMb: 2048, vcpus: 2, postgresMaxConnections: 0, postgresDatabase: "shop", postgresUser: "shop_app", password: PASSWORD, port: freePort(), ...over };
 }
 
 

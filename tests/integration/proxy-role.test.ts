@@ -30,7 +30,7 @@ function settingsFor(pki: ReturnType<typeof makeTestPki>): ProxySettings {
     canonicalHost: "apex",
     staticHostname: "static",
     extraHostnames: ["grafana"],
-    proxied: true,
+    cdnProxy: true,
     // The probes come from loopback: 127.0.0.1 stands in for a Cloudflare edge, 127.0.0.2 does not.
     cloudflareRanges: { ipv4Cidrs: [...cloudflareIps.ipv4Cidrs, "127.0.0.1/32"], ipv6Cidrs: [...cloudflareIps.ipv6Cidrs] },
     tls: { mode: "cloudflare", certificatePem: pki.read("site.pem"), privateKeyPem: pki.read("site.key"), originPullCaPem: pki.read("origin-pull-ca.pem") },
@@ -350,7 +350,7 @@ test("proxy role (Let's Encrypt mode): placeholder certificate, ACME webroot, ce
   try {
     const settings: ProxySettings = {
       ...settingsFor(pki),
-      proxied: false,
+      cdnProxy: false,
       tls: { mode: "letsencrypt", acmeEmail: "owner@example.com" },
       cloudflareRanges: { ipv4Cidrs: [], ipv6Cidrs: [] },
     };

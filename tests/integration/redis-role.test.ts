@@ -15,7 +15,7 @@ const PASSWORD = `App:${randomBytes(12).toString("hex")}\\'"$x#`;
 const ADMIN_PASSWORD = `Adm:${randomBytes(12).toString("hex")}`;
 
 function settings(over: Partial<RedisSettings> = {}): RedisSettings {
-  return { job: "sessions", memoryMb: 2048, maxMemoryMb: 0, password: PASSWORD, adminPassword: ADMIN_PASSWORD, ...over };
+  return { redisJob: "sessions", memoryMb: 2048, redisMaxMemoryMb: 0, password: PASSWORD, adminPassword: ADMIN_PASSWORD, ...over };
 }
 
 
@@ -68,9 +68,9 @@ test("the redis role runs one job with a password, and its eviction and persiste
   await withLock(REDIS_PORT_LOCK, 20 * 60_000, () => withDebianRoot((root) => {
     fs.writeFileSync(root.hostPath("/root/base.sh"), renderRoleBundle(baseRole({ adminUser: "ops" })));
     fs.writeFileSync(root.hostPath("/root/redis.sh"), renderRoleBundle(redisRole(sessions)));
-    fs.writeFileSync(root.hostPath("/root/redis-cache.sh"), renderRoleBundle(redisRole(settings({ job: "cache", maxMemoryMb: 4 }))));
-    fs.writeFileSync(root.hostPath("/root/redis-queue.sh"), renderRoleBundle(redisRole(settings({ job: "queue", maxMemoryMb: 4 }))));
-    const broken = redisRole(settings({ job: "queue", maxMemoryMb: 4 }));
+    fs.writeFileSync(root.hostPath("/root/redis-cache.sh"), renderRoleBundle(redisRole(settings({ redisJob: "cache", redisMaxMemoryMb: 4 }))));
+    fs.writeFileSync(root.hostPath("/root/redis-queue.sh"), renderRoleBundle(redisRole(settings({ redisJob: "queue", redisMaxMemoryMb: 4 }))));
+    const broken = redisRole(settings({ redisJob: "queue", redisMaxMemoryMb: 4 }));
     broken.files.find((f) => f.path === REDIS_PATHS.config)!.content += "maxmemory-policy evict-sometimes\n";
     fs.writeFileSync(root.hostPath("/root/redis-broken.sh"), renderRoleBundle(broken));
     fs.writeFileSync(root.hostPath("/root/app.pw"), PASSWORD, { mode: 0o600 });

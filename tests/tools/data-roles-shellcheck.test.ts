@@ -9,7 +9,7 @@ const shellcheck = (name: string, script: string) => assertShellcheckClean(`the 
 
 test("shellcheck passes the postgres role's bundle", () => {
   const bundle = renderRoleBundle(
-    postgresRole({ memoryMb: 8192, vcpus: 4, maxConnections: 0, database: "app", user: "app", password: "p4ss:w0rd\\'\"$(x)`y`" }),
+    postgresRole({ memoryMb: 8192, vcpus: 4, postgresMaxConnections: 0, postgresDatabase: "app", postgresUser: "app", password: "p4ss:w0rd\\'\"$(x)`y`" }),
   );
   for (const part of ["role_validate", "role_apply", "role_health_check", "handler_2"]) assert.ok(bundle.includes(part), part);
   shellcheck("postgres", bundle);
@@ -18,7 +18,7 @@ test("shellcheck passes the postgres role's bundle", () => {
 for (const job of ["cache", "sessions", "queue"] as RedisJob[]) {
   test(`shellcheck passes the redis role's bundle (job ${job})`, () => {
     const bundle = renderRoleBundle(
-      redisRole({ job, memoryMb: 4096, maxMemoryMb: 0, password: "app-p4ss'\"$(x)`y`", adminPassword: "adm-p4ss'\"$(x)`y`" }),
+      redisRole({ redisJob: job, memoryMb: 4096, redisMaxMemoryMb: 0, password: "app-p4ss'\"$(x)`y`", adminPassword: "adm-p4ss'\"$(x)`y`" }),
     );
     for (const part of ["role_validate", "role_apply", "role_health_check", "handler_0"]) assert.ok(bundle.includes(part), part);
     shellcheck(`redis (${job})`, bundle);

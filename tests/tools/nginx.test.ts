@@ -33,21 +33,21 @@ const cloudflare: ProxySettings = {
   canonicalHost: "apex",
   staticHostname: "static",
   extraHostnames: ["grafana"],
-  proxied: true,
+  cdnProxy: true,
   cloudflareRanges: { ipv4Cidrs: [...cloudflareIps.ipv4Cidrs], ipv6Cidrs: [...cloudflareIps.ipv6Cidrs] },
   tls: { mode: "cloudflare", certificatePem: tlsFiles.cert, privateKeyPem: tlsFiles.key, originPullCaPem: tlsFiles.cert },
   authPaths: ["/login", "/api/auth/"],
   authRateLimitPerMinute: 30,
   clientMaxBodyMb: 25,
 };
-const letsencrypt: ProxySettings = { ...cloudflare, proxied: false, tls: { mode: "letsencrypt", acmeEmail: "owner@example.com" } };
+const letsencrypt: ProxySettings = { ...cloudflare, cdnProxy: false, tls: { mode: "letsencrypt", acmeEmail: "owner@example.com" } };
 
 /** Every shape the rendered config can take. */
 const VARIANTS: Record<string, ProxySettings> = {
   "cloudflare": cloudflare,
   "cloudflare-www-bare": { ...cloudflare, canonicalHost: "www", staticHostname: "", extraHostnames: [], authPaths: [] },
   "letsencrypt": letsencrypt,
-  "letsencrypt-proxied": { ...letsencrypt, proxied: true },
+  "letsencrypt-proxied": { ...letsencrypt, cdnProxy: true },
   "one-auth-path-many-extras": { ...cloudflare, authPaths: ["/session/"], extraHostnames: ["grafana", "status", "alerts"], authRateLimitPerMinute: 6000, clientMaxBodyMb: 1024 },
 };
 

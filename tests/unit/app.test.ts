@@ -7,16 +7,18 @@ import * as path from "node:path";
 import {
   APP_PATHS,
   AppSettings,
+  DEPLOY_SCRIPT_FILE,
   appRole,
-  dockerRole,
   appSettingsProblems,
   deployScript,
   registryHost,
-  renderDaemonJson,
   renderDeployConfig,
   renderEnvFile,
   renderSecretEnvFile,
+  role as appDefinition,
 } from "../../components/app";
+import { DOCKER_PATHS } from "../../components/docker";
+import { SettingsError, StackFacts, placeholderInputs, placeholderPassword } from "../../components/host/define";
 import { bundleDigest, renderRoleBundle } from "../../components/host/bundle";
 import { LAYOUT } from "../../components/host/layout";
 import { assertShellcheckClean } from "../lib/shellcheck";
@@ -27,25 +29,26 @@ const API_TOKEN = "tok-5d8e1a9c-never-print";
 
 function settings(overrides: Partial<AppSettings> = {}): AppSettings {
   return {
-    image: "ghcr.io/acme/shop",
-    tag: "1.8.4",
-    registryUser: "acme-bot",
-    registryPassword: REGISTRY_PASSWORD,
-    env: ["GREETING=hello world", "FEATURE_X=on"],
-    secretEnv: `# comment\n\nAPI_TOKEN=${API_TOKEN}\nSENTRY_DSN=https://k@o1.ingest.sentry.io/2\n`,
+    appImage: "ghcr.io/acme/shop",
+    appTag: "1.8.4",
+    appRegistryUser: "acme-bot",
+    appRegistryPassword: REGISTRY_PASSWORD,
+    appEnv: ["GREETING=hello world", "FEATURE_X=on"],
+    appSecretEnv: `# comment\n\nAPI_TOKEN=${API_TOKEN}\nSENTRY_DSN=https://k@o1.ingest.sentry.io/2\n`,
     databaseUrl: `postgresql://app:${DB_PASSWORD}@host.docker.internal:5432/app`,
     redisUrl: "redis://host.docker.internal:6379/0",
-    containerPort: 8000,
-    healthPath: "/healthz",
-    healthTimeoutSeconds: 60,
-    drainSeconds: 10,
-    keepImages: 3,
-    migrationCommand: ["sh", "-c", "npm run migrate -- --name 'it''s $HOME'"],
+    appPort: 8000,
+    appHealthPath: "/healthz",
+    appHealthTimeoutSeconds: 60,
+    appDrainSeconds: 10,
+    appKeepImages: 3,
+    appMigrationCommand: ["sh", "-c", "npm run migrate -- --name 'it''s $HOME'"],
     ...overrides,
   };
 }
 
 const shellcheck = assertShellcheckClean;
+const REPO_ROOT = path.resolve(__dirname, "../..");
 
 const file = (role: ReturnType<typeof appRole>, p: string) => {
   const found = role.files.find((f) => f.path === p);
@@ -60,20 +63,13 @@ test("the app role and its deploy script render to identical text every time", (
   assert.equal(renderRoleBundle(a), renderRoleBundle(b));
   assert.equal(bundleDigest(renderRoleBundle(a)), bundleDigest(renderRoleBundle(appRole(settings()))));
   assert.equal(deployScript(), deployScript());
-  assert.equal(file(a, APP_PATHS.deployScript).content, fs.readFileSync(path.join(__dirname, "../../components/app/leaninfra-deploy.sh"), "utf8"));
-  assert.notEqual(renderRoleBundle(a), renderRoleBundle(appRole(settings({ tag: "1.8.5" }))), "a new tag must change the bundle (and so trigger the Host)");
+  assert.equal(file(a, APP_PATHS.deployScript).content, fs.readFileSync(path.join(__dirname, "../../components/app/files/leaninfra-deploy.sh"), "utf8"));
+  assert.equal(DEPLOY_SCRIPT_FILE, path.resolve(__dirname, "../../components/app/files/leaninfra-deploy.sh"));
+  assert.notEqual(renderRoleBundle(a), renderRoleBundle(appRole(settings({ appTag: "1.8.5" }))), "a new tag must change the bundle (and so trigger the Host)");
 });
 
-test("the docker role: packages, daemon.json pinned to the layout's bridge, validated by dockerd, restart on change", () => {
-  const docker = dockerRole();
-  assert.equal(docker.name, "docker");
-  assert.deepEqual(docker.packages, ["docker.io", "docker-cli", "tini"]);
-  assert.deepEqual(JSON.parse(renderDaemonJson()), { bip: "172.17.0.1/16", "log-driver": "journald", "live-restore": true });
-  assert.equal(`${LAYOUT.dockerBridge.address}/16`, "172.17.0.1/16");
-  assert.equal(file(docker, APP_PATHS.dockerDaemonJson).onChange?.includes("systemctl restart docker"), true);
-  assert.match(docker.validate ?? "", /dockerd --validate --config-file=\/etc\/docker\/daemon\.json/);
-  assert.match(docker.healthCheck ?? "", /docker0/);
-  assert.equal(appRole(settings()).files.some((f) => f.path === APP_PATHS.dockerDaemonJson), false, "one owner per file");
+test("the app role does not own Docker's daemon.json (the docker role does)", () => {
+  assert.equal(appRole(settings()).files.some((f) => f.path === DOCKER_PATHS.daemonJson), false, "one owner per file");
 });
 
 test("the app role: modes, secrets in root-only files, apply and health check", () => {
@@ -86,7 +82,7 @@ test("the app role: modes, secrets in root-only files, apply and health check", 
     assert.equal(file(role, secret).mode, "0600");
   }
   assert.equal(file(role, APP_PATHS.registryPasswordFile).content, REGISTRY_PASSWORD);
-  assert.equal(file(appRole(settings({ registryUser: undefined, registryPassword: undefined })), APP_PATHS.registryPasswordFile).content, "");
+  assert.equal(file(appRole(settings({ appRegistryUser: "", appRegistryPassword: "" })), APP_PATHS.registryPasswordFile).content, "");
   assert.match(role.validate ?? "", /bash -n \/usr\/local\/sbin\/leaninfra-deploy/);
   assert.match(role.apply ?? "", /leaninfra-deploy --check >\/dev\/null \|\| status=\$\?/);
   assert.equal(role.healthCheck, `${APP_PATHS.deployScript} --health`);
@@ -147,9 +143,9 @@ test("the deploy script: bash, strict mode, reads the role's deploy.conf, prints
 });
 
 test("shellcheck passes the deploy script and the app role's bundle", () => {
-  shellcheck("components/app/leaninfra-deploy.sh", deployScript());
+  shellcheck("components/app/files/leaninfra-deploy.sh", deployScript());
   shellcheck("the app bundle", renderRoleBundle(appRole(settings())));
-  shellcheck("the app bundle without registry, redis or migration", renderRoleBundle(appRole(settings({ registryUser: undefined, registryPassword: undefined, redisUrl: undefined, migrationCommand: undefined }))));
+  shellcheck("the app bundle without registry, redis or migration", renderRoleBundle(appRole(settings({ appRegistryUser: "", appRegistryPassword: "", redisUrl: undefined, appMigrationCommand: [] }))));
 });
 
 test("registryHost finds the registry to log in to", () => {
@@ -162,61 +158,146 @@ test("registryHost finds the registry to log in to", () => {
 
 test("valid settings have no problems", () => {
   assert.deepEqual(appSettingsProblems(settings()), []);
-  assert.deepEqual(appSettingsProblems(settings({ registryUser: undefined, registryPassword: undefined, redisUrl: undefined, migrationCommand: undefined, env: [], secretEnv: "" })), []);
-  assert.deepEqual(appSettingsProblems(settings({ image: "acme/shop" })), []);
-  assert.deepEqual(appSettingsProblems(settings({ image: "localhost:5000/shop", drainSeconds: 0, keepImages: 1 })), []);
+  assert.deepEqual(appSettingsProblems(settings({ appRegistryUser: "", appRegistryPassword: "", redisUrl: undefined, appMigrationCommand: [], appEnv: [], appSecretEnv: "" })), []);
+  assert.deepEqual(appSettingsProblems(settings({ appImage: "acme/shop" })), []);
+  assert.deepEqual(appSettingsProblems(settings({ appImage: "localhost:5000/shop", appDrainSeconds: 0, appKeepImages: 1 })), []);
 });
 
 const BAD: [string, Partial<AppSettings>, RegExp][] = [
-  ["image with a tag", { image: "ghcr.io/acme/shop:1.0" }, /^image: .*carries a tag/],
-  ["image with uppercase", { image: "ghcr.io/Acme/shop" }, /^image: .*not a Docker repository name/],
-  ["image with a digest", { image: "acme/shop@sha256:abc" }, /^image: .*has a digest/],
-  ["empty image", { image: "" }, /^image: must be an image repository/],
-  ["tag with a space", { tag: "1.0 beta" }, /^tag: "1\.0 beta" is not a Docker tag/],
-  ["tag starting with a dot", { tag: ".hidden" }, /^tag: /],
-  ["user without password", { registryPassword: undefined }, /^registryPassword: registryUser and registryPassword go together/],
-  ["password without user", { registryUser: undefined }, /^registryUser: registryUser and registryPassword go together/],
-  ["password with a newline", { registryPassword: "a\nb" }, /^registryPassword: must be one line/],
-  ["env entry without =", { env: ["GREETING"] }, /^env\[0\]: "GREETING" is not KEY=value/],
-  ["env key with a dash", { env: ["OK=1", "MY-KEY=1"] }, /^env\[1\]: /],
-  ["env value with a newline", { env: ["A=1\n2"] }, /^env\[0\]: .*control characters or newlines/],
-  ["env setting RELEASE", { env: ["RELEASE=x"] }, /^env\[0\]: RELEASE is set by the deploy itself/],
-  ["env key twice", { env: ["A=1", "A=2"] }, /^env\[1\]: A is already set by env\[0\]/],
-  ["secretEnv overriding DATABASE_URL", { secretEnv: "X=1\nDATABASE_URL=postgresql://x@y/z" }, /^secretEnv line 2: DATABASE_URL is set by the deploy itself/],
-  ["secretEnv key also in env", { env: ["API_TOKEN=plain"] }, /^secretEnv line 3: API_TOKEN is already set by env\[0\]/],
-  ["secretEnv line without =", { secretEnv: "just-a-token-value" }, /^secretEnv line 1: this line is not KEY=value/],
-  ["database URL with another scheme", { databaseUrl: "mysql://app@db/app" }, /^databaseUrl: has scheme "mysql:"/],
-  ["database URL with a space", { databaseUrl: "postgresql://app:p w@h/app" }, /^databaseUrl: must be a URL without spaces/],
-  ["redis URL with another scheme", { redisUrl: "http://cache:6379" }, /^redisUrl: has scheme "http:"/],
-  ["port 0", { containerPort: 0 }, /^containerPort: 0 must be a port number/],
-  ["port as text", { containerPort: "8000" as unknown as number }, /^containerPort: "8000" must be a port number/],
-  ["health path without /", { healthPath: "healthz" }, /^healthPath: "healthz" must be a URL path/],
-  ["health path with a quote", { healthPath: "/h'z" }, /^healthPath: /],
-  ["health timeout 0", { healthTimeoutSeconds: 0 }, /^healthTimeoutSeconds: 0 must be a whole number of seconds, 1 to 3600/],
-  ["drain 1.5 s", { drainSeconds: 1.5 }, /^drainSeconds: 1\.5 must be a whole number/],
-  ["keep no images", { keepImages: 0 }, /^keepImages: 0 must be a whole number, 1 to 100/],
-  ["empty migration", { migrationCommand: [] }, /^migrationCommand: must be a non-empty list/],
-  ["migration with an empty argument", { migrationCommand: ["npm", ""] }, /^migrationCommand\[1\]: must be a non-empty one-line string/],
+  ["image with a tag", { appImage: "ghcr.io/acme/shop:1.0" }, /^appImage .*carries a tag/],
+  ["image with uppercase", { appImage: "ghcr.io/Acme/shop" }, /^appImage .*not a Docker repository name/],
+  ["image with a digest", { appImage: "acme/shop@sha256:abc" }, /^appImage .*has a digest/],
+  ["empty image", { appImage: "" }, /^appImage must be an image repository/],
+  ["tag with a space", { appTag: "1.0 beta" }, /^appTag "1\.0 beta" is not a Docker tag/],
+  ["tag starting with a dot", { appTag: ".hidden" }, /^appTag /],
+  ["user without password", { appRegistryPassword: "" }, /^appRegistryPassword goes together with appRegistryUser/],
+  ["password without user", { appRegistryUser: "" }, /^appRegistryUser goes together with appRegistryPassword/],
+  ["user with a space", { appRegistryUser: "acme bot" }, /^appRegistryUser "acme bot" must be a user name without spaces/],
+  ["password with a newline", { appRegistryPassword: "a\nb" }, /^appRegistryPassword must be one line/],
+  ["env entry without =", { appEnv: ["GREETING"] }, /^appEnv\[0\] "GREETING" is not KEY=value/],
+  ["env key with a dash", { appEnv: ["OK=1", "MY-KEY=1"] }, /^appEnv\[1\] /],
+  ["env value with a newline", { appEnv: ["A=1\n2"] }, /^appEnv\[0\] .*control characters or newlines/],
+  ["env setting RELEASE", { appEnv: ["RELEASE=x"] }, /^appEnv\[0\] sets RELEASE, which LeanInfra provides itself/],
+  ["env key twice", { appEnv: ["A=1", "A=2"] }, /^appEnv\[1\] sets A, which appEnv\[0\] already sets/],
+  ["secretEnv overriding DATABASE_URL", { appSecretEnv: "X=1\nDATABASE_URL=postgresql://x@y/z" }, /^appSecretEnv line 2 sets DATABASE_URL, which LeanInfra provides itself/],
+  ["secretEnv key also in env", { appEnv: ["API_TOKEN=plain"] }, /^appSecretEnv line 3 sets API_TOKEN, which appEnv\[0\] already sets/],
+  ["secretEnv line without =", { appSecretEnv: "just-a-token-value" }, /^appSecretEnv line 1 is not KEY=value/],
+  ["database URL with another scheme", { databaseUrl: "mysql://app@db/app" }, /^databaseUrl has scheme "mysql:"/],
+  ["database URL with a space", { databaseUrl: "postgresql://app:p w@h/app" }, /^databaseUrl must be a URL without spaces/],
+  ["redis URL with another scheme", { redisUrl: "http://cache:6379" }, /^redisUrl has scheme "http:"/],
+  ["port 0", { appPort: 0 }, /^appPort 0 must be a port number/],
+  ["port as text", { appPort: "8000" as unknown as number }, /^appPort "8000" must be a port number/],
+  ["health path without /", { appHealthPath: "healthz" }, /^appHealthPath "healthz" must be a URL path/],
+  ["health path with a quote", { appHealthPath: "/h'z" }, /^appHealthPath /],
+  ["health timeout 0", { appHealthTimeoutSeconds: 0 }, /^appHealthTimeoutSeconds 0 must be a whole number of seconds, 1 to 3600/],
+  ["drain 1.5 s", { appDrainSeconds: 1.5 }, /^appDrainSeconds 1\.5 must be a whole number/],
+  ["keep no images", { appKeepImages: 0 }, /^appKeepImages 0 must be a whole number, 1 to 100/],
+  ["migration not a list", { appMigrationCommand: "npm run migrate" as unknown as string[] }, /^appMigrationCommand must be a list of arguments/],
+  ["migration with an empty argument", { appMigrationCommand: ["npm", ""] }, /^appMigrationCommand\[1\] must be a non-empty one-line string/],
 ];
 
+/** The stack-wide facts render gets beside the app's slice (the app reads none of them). */
+const FACTS: StackFacts = {
+  stack: "test",
+  domain: "example.com",
+  hostname: "app",
+  fqdn: "app.example.com",
+  adminUser: "ops",
+  canonicalHost: "apex",
+  extraHostnames: [],
+  staticHostname: "",
+  staticPathPrefixes: [],
+  cdnProxy: true,
+  volumeSizeGb: 10,
+  backupRetentionDays: 35,
+  backupLockDays: 14,
+  memoryMb: 4096,
+  vcpus: 2,
+};
+
+/** The definition's render, called the way the stack calls it: the slice with the facts, and the inputs. */
+function renderDefinition(s: AppSettings) {
+  const { databaseUrl, redisUrl, appSecretEnv, appRegistryPassword, ...slice } = s;
+  return appDefinition.render({ ...slice, ...FACTS }, { databaseUrl, redisUrl, appSecretEnv, appRegistryPassword });
+}
+
 for (const [what, overrides, expected] of BAD) {
-  test(`settings validation names the field: ${what}`, () => {
+  test(`settings validation names the config key: ${what}`, () => {
     const problems = appSettingsProblems(settings(overrides));
     assert.ok(problems.some((p) => expected.test(p)), `expected a problem matching ${expected}, got:\n${problems.join("\n")}`);
-    assert.throws(() => appRole(settings(overrides)), (error: Error) => /^App settings have \d+ problem\(s\):\n {2}- /.test(error.message) && expected.test(error.message.split("\n  - ").find((l) => expected.test(l)) ?? ""));
+    for (const build of [appRole, renderDefinition]) {
+      assert.throws(
+        () => build(settings(overrides)),
+        (error: Error) => error instanceof SettingsError && error.role === "app" && /^app settings have \d+ problems?:\n {2}- /.test(error.message) && error.problems.some((p) => expected.test(p)),
+      );
+    }
     for (const p of problems) {
+      assert.match(p, /^(app[A-Z][A-Za-z]*|databaseUrl|redisUrl)(\[\d+\]| line \d+)? /, `a problem must start with the config key: ${p}`);
       for (const secret of [DB_PASSWORD, REGISTRY_PASSWORD, API_TOKEN]) assert.ok(!p.includes(secret), `a problem quotes a secret: ${p}`);
     }
   });
 }
 
+test("an empty appMigrationCommand means no migration", () => {
+  assert.deepEqual(appSettingsProblems(settings({ appMigrationCommand: [] })), []);
+  assert.match(renderDeployConfig(settings({ appMigrationCommand: [] })), /^migration_command=\(\)$/m);
+});
+
 test("a secretEnv line is never quoted back in a problem", () => {
-  const problems = appSettingsProblems(settings({ secretEnv: "sk_live_51Hx-pasted-without-key\nTOKEN=a\u0007b" }));
+  const problems = appSettingsProblems(settings({ appSecretEnv: "sk_live_51Hx-pasted-without-key\nTOKEN=a\u0007b" }));
   assert.equal(problems.length, 2, problems.join("\n"));
   for (const p of problems) assert.ok(!p.includes("sk_live") && !p.includes("a\u0007b"), p);
 });
 
 test("every problem is reported at once", () => {
-  const problems = appSettingsProblems(settings({ tag: "bad tag", containerPort: 70000, keepImages: 0, healthPath: "x" }));
-  assert.deepEqual(problems.map((p) => p.split(":")[0]), ["tag", "containerPort", "healthPath", "keepImages"]);
+  const problems = appSettingsProblems(settings({ appTag: "bad tag", appPort: 70000, appKeepImages: 0, appHealthPath: "x" }));
+  assert.deepEqual(problems.map((p) => p.split(" ")[0]), ["appTag", "appPort", "appHealthPath", "appKeepImages"]);
+});
+
+test("the app definition: its config keys with defaults and descriptions, on when appImage is set, after postgres and proxy", () => {
+  assert.equal(appDefinition.name, "app");
+  assert.deepEqual(appDefinition.after, ["postgres", "proxy"]);
+  assert.deepEqual(Object.keys(appDefinition.settings.shape), [
+    "appImage", "appTag", "appPort", "appHealthPath", "appHealthTimeoutSeconds", "appDrainSeconds", "appKeepImages", "appEnv", "appMigrationCommand", "appRegistryUser",
+  ]);
+  const defaults = appDefinition.settings.parse({});
+  assert.deepEqual(defaults, {
+    appImage: "", appTag: "latest", appPort: 8080, appHealthPath: "/healthz", appHealthTimeoutSeconds: 90, appDrainSeconds: 15, appKeepImages: 5, appEnv: [], appMigrationCommand: [], appRegistryUser: "",
+  });
+  assert.equal(appDefinition.enabled?.({ ...defaults, ...FACTS }), false, "no image, no app");
+  assert.equal(appDefinition.enabled?.({ ...defaults, appImage: "ghcr.io/acme/shop", ...FACTS }), true);
+  assert.equal(appDefinition.settings.safeParse({ appKeepImages: 1 }).success, false);
+  assert.equal(appDefinition.settings.safeParse({ appImage: "ghcr.io/acme/shop:1.2" }).success, false);
+  assert.deepEqual(appDefinition.inputs?.databaseUrl, { from: "role", role: "postgres", offer: "databaseUrl" });
+  assert.deepEqual(appDefinition.inputs?.redisUrl, { from: "role", role: "redis", offer: "redisUrl" });
+  assert.equal(appDefinition.inputs?.appSecretEnv.from, "secretConfig");
+  assert.equal(appDefinition.inputs?.appRegistryPassword.from, "secretConfig");
+});
+
+test("the app definition renders the same role as appRole, from placeholders too", () => {
+  assert.equal(renderRoleBundle(renderDefinition(settings())), renderRoleBundle(appRole(settings())));
+  const slice = { ...appDefinition.settings.parse({ appImage: "ghcr.io/acme/shop", appTag: "1.0.0" }), ...FACTS };
+  const offers = new Map([["postgres", { databaseUrl: `postgresql://app:${placeholderPassword("postgres-app-password")}@host.docker.internal:5432/app` }]]);
+  const inputs = placeholderInputs(appDefinition as never, slice, offers, {});
+  assert.deepEqual(inputs, { databaseUrl: offers.get("postgres")?.databaseUrl, redisUrl: undefined, appSecretEnv: "", appRegistryPassword: "" });
+  const role = appDefinition.render(slice, inputs as never);
+  assert.doesNotMatch(role.files.find((f) => f.path === APP_PATHS.secretEnvFile)?.content ?? "", /REDIS_URL/, "no Redis, no REDIS_URL");
+  // A registry user gets a placeholder password, so the config check passes without the secret.
+  const withUser = { ...slice, appRegistryUser: "deploy" };
+  const userInputs = placeholderInputs(appDefinition as never, withUser, offers, {});
+  assert.equal(userInputs.appRegistryPassword, placeholderPassword("app-registry-password"));
+  assert.doesNotThrow(() => appDefinition.render(withUser, userInputs as never));
+  // The clear secret, when known, is what the check sees.
+  assert.throws(() => appDefinition.render(withUser, placeholderInputs(appDefinition as never, withUser, offers, {}, { appRegistryPassword: "" }) as never), SettingsError);
+});
+
+test("the role's files/*.sh are shellcheck-clean on their own (shellcheck -x from the repository root)", () => {
+  const dir = path.dirname(DEPLOY_SCRIPT_FILE);
+  const scripts = fs.readdirSync(dir).filter((f) => f.endsWith(".sh"));
+  assert.ok(scripts.includes("leaninfra-deploy.sh"));
+  for (const script of scripts) {
+    const result = spawnSync("shellcheck", ["-x", "-s", "bash", path.relative(REPO_ROOT, path.join(dir, script))], { cwd: REPO_ROOT, encoding: "utf8" });
+    assert.ok(!result.error, `shellcheck could not run: ${result.error?.message}`);
+    assert.equal(result.status, 0, `${script}:\n${result.stdout}${result.stderr}`);
+  }
 });

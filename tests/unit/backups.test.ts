@@ -1,8 +1,12 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
 import test from "node:test";
 import {
   ARCHIVE_COMMAND,
   BACKUPS,
+  BACKUPS_FILES_DIR,
   BACKUPS_PATHS,
   BACKUP_JOBS,
   BACKUP_METRICS,
@@ -23,9 +27,11 @@ import {
   renderDrillTimer,
   renderPgbackrestConf,
   renderS3cmdConfig,
+  role,
 } from "../../components/backups";
 import { BACKUP_LAYOUT, lifecycleRules, lockRules } from "../../components/backup-bucket/policy";
 import { renderRoleBundle } from "../../components/host/bundle";
+import { SettingsError, StackFacts } from "../../components/host/define";
 import { POSTGRES_PATHS } from "../../components/postgres";
 import { assertShellcheckClean } from "../lib/shellcheck";
 
@@ -40,9 +46,9 @@ const settings: BackupsSettings = {
     secretAccessKey: SECRET_KEY,
   },
   cipherPassphrase: PASSPHRASE,
-  retentionDays: 35,
-  lockDays: 14,
-  database: "app",
+  backupRetentionDays: 35,
+  backupLockDays: 14,
+  postgresDatabase: "app",
   vcpus: 4,
 };
 
@@ -71,7 +77,7 @@ test("fullRetentionDays: a week of full backups and a week of slack below the bu
   assert.equal(fullRetentionDays(28, 14), 14);
   assert.equal(fullRetentionDays(21), 7);
   assert.equal(fullRetentionDays(365), 351);
-  assert.throws(() => fullRetentionDays(20), /retentionDays 20 leaves pgBackRest 6 days of point-in-time recovery; at least 7 are needed, so the bucket must keep backups 21 days or more \(leaninfra:backupRetentionDays\)/);
+  assert.throws(() => fullRetentionDays(20), /backupRetentionDays 20 leaves pgBackRest 6 days of point-in-time recovery; at least 7 are needed, so the bucket must keep backups 21 days or more \(leaninfra:backupRetentionDays\)/);
   assert.throws(() => fullRetentionDays(14), /leaninfra:backupRetentionDays/);
   assert.throws(() => fullRetentionDays(21, 14), /would expire backups after 7 days .* bucket lock refuses deletes for 14 days: raise leaninfra:backupRetentionDays to at least 28 or lower leaninfra:backupLockDays/);
 });
@@ -83,7 +89,7 @@ test("the retention pgBackRest is given fits the bucket's real lifecycle and loc
   const n = fullRetentionDays(expiry, lock);
   assert.ok(n + 7 < expiry, `a full backup kept until ${n + 7} days must be gone before the lifecycle deletes at ${expiry}`);
   assert.ok(n >= lock, "pgBackRest never deletes a locked object");
-  const conf = ini(renderPgbackrestConf({ ...settings, retentionDays: expiry, lockDays: lock }));
+  const conf = ini(renderPgbackrestConf({ ...settings, backupRetentionDays: expiry, backupLockDays: lock }));
   assert.equal(conf.get("global/repo1-retention-full-type"), "time");
   assert.equal(conf.get("global/repo1-retention-full"), String(n));
   assert.equal(conf.get("global/repo1-path"), BACKUP_LAYOUT.repoPath);
@@ -108,9 +114,9 @@ test("backupsSettingsProblems names every bad field", () => {
   const problems = backupsSettingsProblems({
     s3: { endpoint: "http://x", region: "Auto Region", bucket: "B", accessKeyId: "short", secretAccessKey: "has'quote-but-long-enough" },
     cipherPassphrase: "pass word with spaces",
-    retentionDays: 10,
-    lockDays: 0,
-    database: "App-DB",
+    backupRetentionDays: 10,
+    backupLockDays: 0,
+    postgresDatabase: "App-DB",
     vcpus: 0,
     port: 80,
     uploadChunkMiB: 4,
@@ -125,9 +131,9 @@ test("backupsSettingsProblems names every bad field", () => {
     "s3.accessKeyId",
     "s3.secretAccessKey",
     "cipherPassphrase",
-    "lockDays",
-    "retentionDays",
-    "database",
+    "backupLockDays",
+    "backupRetentionDays",
+    "postgresDatabase",
     "vcpus",
     "port",
     "uploadChunkMiB",
@@ -135,7 +141,11 @@ test("backupsSettingsProblems names every bad field", () => {
     "schedules.hourly",
     "storageCaPem",
   ]);
-  assert.throws(() => backupsRole({ ...settings, cipherPassphrase: "x" }), /backupsRole: invalid settings:\n  - cipherPassphrase must be 20 or more/);
+  assert.throws(() => backupsRole({ ...settings, cipherPassphrase: "x" }), (error: unknown) => {
+    assert.ok(error instanceof SettingsError, `${error}`);
+    assert.match(error.message, /backups settings have 1 problem:\n  - cipherPassphrase must be 20 or more/);
+    return true;
+  });
   for (const c of ["'", '"', "\\", "`", "$", "#", ";", " "]) {
     assert.equal(backupsSettingsProblems({ ...settings, cipherPassphrase: `${PASSPHRASE}${c}x` }).length, 1, `passphrase with ${JSON.stringify(c)}`);
   }
@@ -320,4 +330,103 @@ test("leaninfra-backup: its layout from the contract, the metric names it writes
     assert.ok(script.includes(`[${family}]=`) && script.includes(`prefix=${prefix}`), name);
   }
   assertShellcheckClean("leaninfra-backup", script);
+});
+
+const REPO = path.join(__dirname, "..", "..");
+// leaninfra-drill.sh and leaninfra-restore.sh are checked by tests/unit/drill.test.ts.
+const DRILL_FILES = ["leaninfra-drill.sh", "leaninfra-restore.sh"];
+
+test("the role's script files are shellcheck-clean on their own, the shared library included", () => {
+  const files = fs.readdirSync(BACKUPS_FILES_DIR).filter((name) => name.endsWith(".sh") && !DRILL_FILES.includes(name));
+  assert.deepEqual(files.sort(), ["backups-apply.sh", "backups-health-check.sh", "backups-validate.sh", "leaninfra-backup.sh"]);
+  for (const name of files) {
+    const file = path.relative(REPO, path.join(BACKUPS_FILES_DIR, name));
+    const result = spawnSync("shellcheck", ["-x", "-s", "bash", file], { cwd: REPO, encoding: "utf8" });
+    assert.ok(!result.error, `shellcheck could not run: ${result.error?.message}`);
+    assert.equal(result.status, 0, `shellcheck found problems in ${file}:\n${result.stdout}${result.stderr}`);
+  }
+});
+
+test("the rendered scripts: the library inlined, the settings filled in, shellcheck-clean", () => {
+  const script = backupScript(settings);
+  assert.doesNotMatch(script, /@lib|@settings-(begin|end)/);
+  assert.match(script, /^take_lock\(\) \{$/m, "the shared library is inlined");
+  assert.match(script, /^readonly -a job_time_limits=\('full=12h' 'diff=6h' 'check=30m' 'verify=12h' 'dump=12h'\)$/m);
+  assert.match(script, /^readonly -a dump_cipher_options=\('-aes-256-cbc' '-pbkdf2' '-iter' '200000' '-md' 'sha256'\)$/m);
+  const backups = backupsRole(settings);
+  for (const [name, snippet] of [["validate", backups.validate!], ["apply", backups.apply!], ["healthCheck", backups.healthCheck!]]) {
+    assert.doesNotMatch(snippet, /@settings-(begin|end)|^#!/m, name);
+    assertShellcheckClean(`the backups role's ${name}`, `#!/usr/bin/env bash\n${snippet}`);
+  }
+  assert.match(backups.apply!, /^readonly ca_file=''$/m);
+  assert.match(backups.apply!, /^readonly repo='s3:\/\/leaninfra-prod-backups\/pgbackrest'$/m);
+  const withCa = backupsRole({ ...settings, storageCaPem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n" });
+  assert.match(withCa.apply!, new RegExp(`^readonly ca_file='${BACKUPS_PATHS.storageCaFile}'$`, "m"));
+});
+
+const FACTS: StackFacts = {
+  stack: "prod",
+  domain: "example.com",
+  hostname: "app",
+  fqdn: "app.example.com",
+  adminUser: "ops",
+  canonicalHost: "apex",
+  extraHostnames: [],
+  staticHostname: "static",
+  staticPathPrefixes: [],
+  cdnProxy: true,
+  volumeSizeGb: 40,
+  backupRetentionDays: 35,
+  backupLockDays: 14,
+  memoryMb: 8192,
+  vcpus: 4,
+};
+const INPUTS = { s3: { ...settings.s3, region: "auto" }, cipherPassphrase: PASSPHRASE, postgresDatabase: "app" };
+
+test("the role definition: its slice's defaults, its inputs, and render gives the role backupsRole gives", () => {
+  const slice = role.settings.parse({});
+  assert.deepEqual(slice, { drillRowTolerancePercent: 5, drillFreshnessQuery: "", drillMaxDataAgeMinutes: 1560 });
+  assert.deepEqual(role.after, ["postgres"]);
+  assert.deepEqual(Object.keys(role.inputs!), ["s3", "cipherPassphrase", "postgresDatabase"]);
+  assert.deepEqual(role.inputs!.postgresDatabase, { from: "role", role: "postgres", offer: "postgresDatabase" });
+  assert.deepEqual(role.inputs!.cipherPassphrase, { from: "password", resource: "backup-cipher-passphrase" });
+  const rendered = role.render({ ...FACTS, ...slice }, INPUTS);
+  assert.deepEqual(rendered, backupsRole({ ...settings, hostname: "app" }));
+  // An empty query is no query: the drill's default.
+  const drillFile = (r: typeof rendered) => r.files.find((f) => f.path === BACKUPS.bin.drill)!.content;
+  const query = "SELECT max(created_at) FROM orders";
+  const withQuery = role.render({ ...FACTS, ...slice, drillFreshnessQuery: query }, INPUTS);
+  assert.ok(drillFile(withQuery).includes(query));
+  assert.notEqual(drillFile(withQuery), drillFile(rendered));
+});
+
+test("the role definition refuses every bad value with a SettingsError whose problems start with the key", () => {
+  const slice = role.settings.parse({});
+  const cases: [string, Record<string, unknown>, Partial<typeof INPUTS>][] = [
+    ["drillFreshnessQuery", { drillFreshnessQuery: "DELETE FROM orders" }, {}],
+    ["drillRowTolerancePercent", { drillRowTolerancePercent: 101 }, {}],
+    ["drillMaxDataAgeMinutes", { drillMaxDataAgeMinutes: 0 }, {}],
+    ["backupRetentionDays", { backupRetentionDays: 20 }, {}],
+    ["backupLockDays", { backupLockDays: 30 }, {}],
+    ["backupLockDays", { backupLockDays: 0 }, {}],
+    ["hostname", { hostname: "App_1" }, {}],
+    ["vcpus", { vcpus: 0 }, {}],
+    ["postgresDatabase", {}, { postgresDatabase: "App-DB" }],
+    ["cipherPassphrase", {}, { cipherPassphrase: "short" }],
+    ["s3.endpoint", {}, { s3: { ...INPUTS.s3, endpoint: "http://x" } }],
+    ["s3.bucket", {}, { s3: { ...INPUTS.s3, bucket: "B" } }],
+  ];
+  for (const [key, values, inputs] of cases) {
+    assert.throws(
+      () => role.render({ ...FACTS, ...slice, ...values } as never, { ...INPUTS, ...inputs }),
+      (error: unknown) => {
+        assert.ok(error instanceof SettingsError, `${key}: ${error}`);
+        assert.equal(error.role, "backups");
+        assert.ok(error.problems.length >= 1);
+        for (const problem of error.problems) assert.ok(problem.startsWith(`${key} `), `${key}: ${problem}`);
+        return true;
+      },
+      key,
+    );
+  }
 });

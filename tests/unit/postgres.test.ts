@@ -1,13 +1,20 @@
 import assert from "node:assert/strict";
 import test from "node:test";
+import { spawnSync } from "node:child_process";
 import { createHash, createHmac } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
 import { renderRoleBundle } from "../../components/host/bundle";
+import { SettingsError, StackFacts, placeholderInputs, placeholderPassword } from "../../components/host/define";
 import {
   POSTGRES_PATHS,
   PostgresSettings,
+  SERVER_SETTING_NAMES,
+  TUNING_SETTING_NAMES,
   postgresMemorySettings,
   postgresPasswordVerifier,
   postgresRole,
+  role as postgresDefinition,
   renderPostgresHba,
   renderPostgresPgpass,
   renderPostgresServerConf,
@@ -16,9 +23,10 @@ import {
   scramSha256Verifier,
 } from "../../components/postgres";
 import prices from "../../infra/data/prices.json";
+import { assertShellcheckClean } from "../lib/shellcheck";
 
 const PASSWORD = "k3J9-vQ2:xW7\\pL5$rT8'";
-const settings: PostgresSettings = { memoryMb: 8192, vcpus: 4, maxConnections: 0, database: "app", user: "app", password: PASSWORD };
+const settings: PostgresSettings = { memoryMb: 8192, vcpus: 4, postgresMaxConnections: 0, postgresDatabase: "app", postgresUser: "app", password: PASSWORD };
 /** Non-comment, non-empty lines. */
 const lines = (text: string) => text.split("\n").filter((l) => l.trim() !== "" && !l.startsWith("#"));
 
@@ -69,7 +77,8 @@ test("postgresMemorySettings refuses what is not a server's RAM or a connection 
   assert.throws(() => postgresMemorySettings(512, 2), /memoryMb 512 must be a whole number of MB, at least 1024/);
   assert.throws(() => postgresMemorySettings(2048.5, 2), /memoryMb/);
   assert.throws(() => postgresMemorySettings(2048, 0), /vcpus 0/);
-  assert.throws(() => postgresMemorySettings(2048, 2, -1), /maxConnections -1 must be 0 \(derive\) or 1\.\.5000/);
+  assert.throws(() => postgresMemorySettings(2048, 2, -1), /postgresMaxConnections -1 must be 0 \(derive\) or 1\.\.5000/);
+  assert.throws(() => postgresMemorySettings(512, 2), SettingsError, "a settings problem, named by its key");
 });
 
 test("the server conf holds the restart-only settings: listen on loopback and the Docker bridge, memory, preload, WAL", () => {
@@ -183,7 +192,10 @@ test("postgresRole: the password is only in the root-only pgpass file; the datab
   assert.ok(!bundle.includes(PASSWORD), "the raw password (unescaped) appears nowhere");
   for (const script of [role.apply!, role.validate!, role.healthCheck!]) assert.ok(!script.includes("k3J9-vQ2"));
   assert.ok(role.apply!.includes(postgresPasswordVerifier("app", PASSWORD)));
-  assert.match(role.apply!, /alter role :"u" password 'SCRAM-SHA-256\$4096:/);
+  // The verifier is a rendered setting; the SQL that sets the password sends it on stdin (an unquoted heredoc).
+  assert.match(role.apply!, /^readonly verifier='SCRAM-SHA-256\$4096:/m);
+  assert.match(role.apply!, /<<SQL\nalter role :"u" password '\$verifier';\nSQL\n/);
+  assert.equal(role.apply!.match(/^readonly verifier='([^']*)'$/m)?.[1], postgresPasswordVerifier("app", PASSWORD));
 });
 
 test("postgresRole: the move to the data volume refuses a cluster with data and never deletes one", () => {
@@ -194,14 +206,15 @@ test("postgresRole: the move to the data volume refuses a cluster with data and 
 
 test("postgresRole lists every problem with its settings at once", () => {
   assert.throws(
-    () => postgresRole({ memoryMb: 512, vcpus: 0, maxConnections: -3, database: "Shop", user: "postgres", password: "short", port: 80 }),
+    () => postgresRole({ memoryMb: 512, vcpus: 0, postgresMaxConnections: -3, postgresDatabase: "Shop", postgresUser: "postgres", password: "short", port: 80 }),
     (error: Error) => {
+      assert.ok(error instanceof SettingsError, `a SettingsError, not ${error.name}`);
       for (const part of [
         "memoryMb 512 must be the server's RAM in MB, at least 1024",
         "vcpus 0",
-        "maxConnections -3",
-        'database "Shop" is not a PostgreSQL identifier',
-        'user "postgres" is PostgreSQL\'s own',
+        "postgresMaxConnections -3",
+        'postgresDatabase "Shop" is not a PostgreSQL identifier',
+        'postgresUser "postgres" is PostgreSQL\'s own',
         "password must be 16 or more printable ASCII characters without spaces",
         "port 80 must be 1024..65535",
       ]) {
@@ -209,5 +222,118 @@ test("postgresRole lists every problem with its settings at once", () => {
       }
       return true;
     },
+  );
+});
+
+const FILES = path.join(__dirname, "../../components/postgres/files");
+
+test("the postgres role's script files are shellcheck-clean on their own", () => {
+  const files = fs.readdirSync(FILES).filter((f) => f.endsWith(".sh"));
+  assert.deepEqual(files.sort(), ["apply.sh", "health-check.sh", "validate.sh"]);
+  for (const file of files) {
+    const result = spawnSync("shellcheck", ["-x", "-s", "bash", path.join("components/postgres/files", file)], { cwd: path.join(__dirname, "../.."), encoding: "utf8" });
+    if (result.error) assert.fail(`shellcheck could not run (${result.error.message})`);
+    assert.equal(result.status, 0, `shellcheck found problems in ${file}:\n${result.stdout}${result.stderr}`);
+  }
+});
+
+test("the postgres role's rendered scripts and bundle are shellcheck-clean, with odd characters in the password", () => {
+  const role = postgresRole({ ...settings, password: "p4ss:w0rd\\'\"$(x)`y`" });
+  for (const name of ["validate", "apply", "healthCheck"] as const) {
+    assert.doesNotMatch(role[name]!, /@settings-begin|@settings-end/, `${name}: the settings block is rendered`);
+    assertShellcheckClean(`the rendered ${name}`, role[name]!);
+  }
+  assertShellcheckClean("the postgres bundle", renderRoleBundle(role));
+});
+
+test("the health check refuses settings overridden outside conf.d for every managed setting but archive_command", () => {
+  const check = postgresRole(settings).healthCheck!;
+  const names = /^readonly -a managed_settings=\((.*)\)$/m.exec(check)?.[1].split(" ").map((w) => w.replace(/'/g, ""));
+  assert.deepEqual(names, [...SERVER_SETTING_NAMES, ...TUNING_SETTING_NAMES].filter((n) => n !== "archive_command"));
+  assert.match(check, /^readonly conf_d='\/etc\/postgresql\/17\/main\/conf\.d'$/m);
+});
+
+/** The stack-wide facts render gets beside the postgres slice (it reads memoryMb and vcpus). */
+const FACTS: StackFacts = {
+  stack: "test",
+  domain: "example.com",
+  hostname: "app",
+  fqdn: "app.example.com",
+  adminUser: "ops",
+  canonicalHost: "apex",
+  extraHostnames: [],
+  staticHostname: "",
+  staticPathPrefixes: [],
+  cdnProxy: true,
+  volumeSizeGb: 10,
+  backupRetentionDays: 35,
+  backupLockDays: 14,
+  memoryMb: 8192,
+  vcpus: 4,
+};
+
+/** The slice as the config parses it (defaults filled in), with the facts. */
+const sliceWithFacts = (raw: Record<string, unknown> = {}) => ({ ...postgresDefinition.settings.parse(raw), ...FACTS });
+
+test("the postgres definition: its keys with defaults and descriptions, its generated password, after base and docker", () => {
+  assert.equal(postgresDefinition.name, "postgres");
+  assert.deepEqual(postgresDefinition.after, ["base", "docker"]);
+  assert.deepEqual(postgresDefinition.settings.parse({}), { postgresDatabase: "app", postgresUser: "app", postgresMaxConnections: 0 });
+  assert.deepEqual(postgresDefinition.inputs, { password: { from: "password", resource: "postgres-app-password" } });
+  for (const [key, schema] of Object.entries(postgresDefinition.settings.shape)) assert.ok(schema.description, key);
+  assert.equal(postgresDefinition.settings.safeParse({ postgresUser: "postgres" }).success, false, "the superuser is refused by the schema already");
+  assert.equal(postgresDefinition.settings.safeParse({ postgresDatabase: "Shop" }).success, false);
+  assert.equal(postgresDefinition.settings.safeParse({ postgresMaxConnections: 5001 }).success, false);
+});
+
+test("the postgres definition offers the app's DATABASE_URL, database, user and port", () => {
+  const s = sliceWithFacts({ postgresDatabase: "shop", postgresUser: "shop_app" });
+  const inputs = placeholderInputs(postgresDefinition as never, s, new Map(), {}) as { password: string };
+  assert.equal(inputs.password, placeholderPassword("postgres-app-password"));
+  assert.deepEqual(postgresDefinition.offers!(s, { password: "Secret123" }), {
+    databaseUrl: "postgresql://shop_app:Secret123@host.docker.internal:5432/shop",
+    postgresDatabase: "shop",
+    postgresUser: "shop_app",
+    postgresPort: "5432",
+  });
+  const role = postgresDefinition.render(s, inputs);
+  assert.equal(role.description, "PostgreSQL 17 on the data volume, database shop owned by shop_app, loopback and Docker only");
+  assert.match(role.files.find((f) => f.path === POSTGRES_PATHS.hba)!.content, /^host +shop +shop_app +127\.0\.0\.1\/32 +scram-sha-256$/m);
+  assert.deepEqual(role, postgresRole({ memoryMb: 8192, vcpus: 4, postgresMaxConnections: 0, postgresDatabase: "shop", postgresUser: "shop_app", password: inputs.password }));
+});
+
+// Each refusal of render: what the stack's config check reports as leaninfra:<key>.
+const REFUSALS: [what: string, raw: Record<string, unknown>, facts: Partial<StackFacts>, password: string, key: string, says: string][] = [
+  ["template1 as the database", { postgresDatabase: "template1" }, {}, "", "postgresDatabase", '"template1" is PostgreSQL\'s own (accepted: another identifier, e.g. app)'],
+  ["template0 as the database", { postgresDatabase: "template0" }, {}, "", "postgresDatabase", '"template0" is PostgreSQL\'s own'],
+  ["postgres as the database", { postgresDatabase: "postgres" }, {}, "", "postgresDatabase", '"postgres" is PostgreSQL\'s own'],
+  ["template1 as the user", { postgresUser: "template1" }, {}, "", "postgresUser", '"template1" is PostgreSQL\'s own'],
+  ["template0 as the user", { postgresUser: "template0" }, {}, "", "postgresUser", '"template0" is PostgreSQL\'s own'],
+  ["less RAM than PostgreSQL needs", {}, { memoryMb: 512 }, "", "memoryMb", "512 must be the server's RAM in MB, at least 1024"],
+  ["no vCPU", {}, { vcpus: 0 }, "", "vcpus", "0 must be the server's vCPU count, at least 1"],
+  ["a short password", {}, {}, "short", "password", "must be 16 or more printable ASCII characters"],
+];
+
+for (const [what, raw, facts, password, key, says] of REFUSALS) {
+  test(`the postgres definition's render refuses ${what} with a SettingsError starting with ${key}`, () => {
+    const s = { ...sliceWithFacts(raw), ...facts };
+    assert.throws(
+      () => postgresDefinition.render(s, { password: password || placeholderPassword("postgres-app-password") }),
+      (error: Error) => {
+        assert.ok(error instanceof SettingsError, `a SettingsError, not ${error.name}: ${error.message}`);
+        assert.equal(error.role, "postgres");
+        assert.ok(error.problems.length > 0);
+        for (const problem of error.problems) assert.ok(problem.startsWith(`${key} `), `starts with ${key}: ${problem}`);
+        assert.ok(error.problems.some((p) => p.includes(says)), `says ${JSON.stringify(says)}: ${error.problems.join("; ")}`);
+        return true;
+      },
+    );
+  });
+}
+
+test("the postgres definition's render refuses a max_connections outside 0..5000 (a value the schema would refuse first)", () => {
+  assert.throws(
+    () => postgresDefinition.render({ ...sliceWithFacts(), postgresMaxConnections: 6000 }, { password: placeholderPassword("postgres-app-password") }),
+    (error: Error) => error instanceof SettingsError && error.problems.length === 1 && error.problems[0].startsWith("postgresMaxConnections 6000 must be 0"),
   );
 });

@@ -1,22 +1,35 @@
 import test from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { z } from "zod";
 import cloudflareIps from "../../infra/data/cloudflare-ips.json";
 import {
   ACCESS_LOG_FIELDS,
   ACME,
+  CdnRanges,
   NGINX_FILES,
   NGINX_STATUS,
+  OriginTls,
+  ProxyInputs,
   ProxySettings,
   authBurst,
   proxyHostnames,
   proxyRole,
   proxySettingsProblems,
   renderCertbotDeployHook,
+  renderMaintenancePage,
   renderNginxHttpConf,
   renderNginxSiteConf,
+  role,
 } from "../../components/proxy";
+import { fillTemplate } from "../../components/proxy/template";
 import { renderRoleBundle, roleProblems } from "../../components/host/bundle";
+import { SettingsError, StackFacts } from "../../components/host/define";
+import { EMAIL_ADDRESS } from "../../components/host/names";
 import { LAYOUT } from "../../components/host/layout";
+import { assertShellcheckClean } from "../lib/shellcheck";
 
 const PEM_CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 const PEM_KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n";
@@ -26,7 +39,7 @@ const cloudflare: ProxySettings = {
   canonicalHost: "apex",
   staticHostname: "static",
   extraHostnames: ["grafana", "status"],
-  proxied: true,
+  cdnProxy: true,
   cloudflareRanges: { ipv4Cidrs: [...cloudflareIps.ipv4Cidrs], ipv6Cidrs: [...cloudflareIps.ipv6Cidrs] },
   tls: { mode: "cloudflare", certificatePem: PEM_CERT, privateKeyPem: PEM_KEY, originPullCaPem: PEM_CERT },
   authPaths: ["/login", "/api/auth/"],
@@ -35,7 +48,7 @@ const cloudflare: ProxySettings = {
 };
 const letsencrypt: ProxySettings = {
   ...cloudflare,
-  proxied: false,
+  cdnProxy: false,
   cloudflareRanges: { ipv4Cidrs: [], ipv6Cidrs: [] },
   tls: { mode: "letsencrypt", acmeEmail: "owner@example.com" },
 };
@@ -101,7 +114,7 @@ test("TLS: 1.2 and 1.3 only, HTTP/2, certificate paths from LAYOUT; client certi
   assert.doesNotMatch(le, /ssl_verify_client|ssl_client_certificate/);
   assert.match(le, new RegExp(`ssl_certificate ${LAYOUT.tls.certificate};`));
   // Proxied but with Let's Encrypt: the real address, and still no client certificate.
-  const mixed = renderNginxHttpConf({ ...letsencrypt, proxied: true, cloudflareRanges: cloudflare.cloudflareRanges });
+  const mixed = renderNginxHttpConf({ ...letsencrypt, cdnProxy: true, cloudflareRanges: cloudflare.cloudflareRanges });
   assert.match(mixed, /real_ip_header CF-Connecting-IP;/);
   assert.doesNotMatch(mixed, /ssl_verify_client/);
 });
@@ -266,10 +279,14 @@ test("proxyRole (Cloudflare): files at LAYOUT paths, the key 0600, nginx -t as v
   const reload = file(NGINX_FILES.siteConf)?.onChange ?? "";
   assert.match(reload, /^if ! \[ -d \/run\/systemd\/system \]; then\n\s+echo "systemd is not running here: skipped systemctl reload nginx"/);
   assert.match(reload, /systemctl reload-or-restart nginx/);
-  assert.match(role.apply ?? "", /seed_line \/etc\/leaninfra\/nginx\/upstream\.conf 'server 127\.0\.0\.1:8001;'/);
-  assert.match(role.apply ?? "", /seed_line \/etc\/leaninfra\/nginx\/release\.conf 'set \$leaninfra_release "none";'/);
-  assert.match(role.apply ?? "", /rm -f \/etc\/nginx\/sites-enabled\/default/);
-  assert.doesNotMatch(role.apply ?? "", /certbot/);
+  // The seeded files and Debian's default site are the snippet files' rendered settings.
+  const apply = role.apply ?? "";
+  assert.match(apply, /^readonly upstream_line='server 127\.0\.0\.1:8001;'\nreadonly upstream_file='\/etc\/leaninfra\/nginx\/upstream\.conf'$/m);
+  assert.match(apply, /^readonly release_line='set \$leaninfra_release "none";'\nreadonly release_file='\/etc\/leaninfra\/nginx\/release\.conf'$/m);
+  assert.match(apply, /^  seed_line "\$upstream_file" "\$upstream_line"\n  seed_line "\$release_file" "\$release_line"$/m);
+  assert.match(apply, /^readonly debian_default_site='\/etc\/nginx\/sites-enabled\/default'$/m);
+  assert.match(apply, /^  rm -f "\$debian_default_site"$/m);
+  assert.doesNotMatch(apply, /certbot/);
   assert.doesNotMatch(renderRoleBundle(role).split("\n").slice(0, 10).join("\n"), /PRIVATE KEY/, "the header names files, never their content");
 });
 
@@ -282,15 +299,20 @@ test("proxyRole (Let's Encrypt): certbot, a placeholder, webroot issuance for ev
   assert.equal(role.files.find((f) => f.path === ACME.deployHook)?.mode, "0755");
   assert.ok(role.directories.some((d) => d.path === ACME.webroot));
   const apply = role.apply ?? "";
-  assert.match(apply, /certbot certonly --non-interactive --agree-tos --no-eff-email --email 'owner@example\.com'/);
-  assert.match(apply, /--webroot --webroot-path \/var\/www\/letsencrypt --cert-name leaninfra --deploy-hook \/etc\/leaninfra\/certbot-deploy-hook\.sh/);
-  assert.match(apply, /-d example\.com -d www\.example\.com -d static\.example\.com -d grafana\.example\.com -d status\.example\.com/);
+  // certbot's arguments: the rendered settings of files/letsencrypt-certificate.sh, and the command using them.
+  assert.match(apply, /^readonly acme_email='owner@example\.com'$/m);
+  assert.match(apply, /^readonly acme_webroot='\/var\/www\/letsencrypt'\nreadonly acme_cert_name='leaninfra'\n/m);
+  assert.match(apply, /^readonly acme_deploy_hook='\/etc\/leaninfra\/certbot-deploy-hook\.sh'$/m);
+  assert.match(apply, /certbot certonly --non-interactive --agree-tos --no-eff-email --email "\$acme_email" \\\n/);
+  assert.match(apply, /--webroot --webroot-path "\$acme_webroot" --cert-name "\$acme_cert_name" --deploy-hook "\$acme_deploy_hook" \\\n\s+"\$\{domains\[@\]\}"/);
+  assert.match(apply, /^readonly -a acme_names=\('example\.com' 'www\.example\.com' 'static\.example\.com' 'grafana\.example\.com' 'status\.example\.com'\)$/m);
+  assert.match(apply, /for name in "\$\{acme_names\[@\]\}"; do domains\+=\(-d "\$name"\); done/);
   assert.match(apply, /openssl req -x509/);
   assert.match(role.validate ?? "", /openssl req -x509/, "validation stands in a placeholder when none exists yet");
   const hook = renderCertbotDeployHook();
   assert.match(hook, /^#!\/usr\/bin\/env bash\n/);
   assert.match(hook, new RegExp(`install -m 0600 -o root -g root -T -- "\\$lineage/privkey.pem" "\\$key.new"`));
-  assert.match(hook, /key=\/etc\/leaninfra\/secrets\/site\.key/);
+  assert.match(hook, /^readonly key='\/etc\/leaninfra\/secrets\/site\.key'$/m);
   assert.match(hook, /if \[\[ -d \/run\/systemd\/system \]\]; then\n\s+nginx -t -q\n\s+systemctl reload nginx/);
 });
 
@@ -317,8 +339,8 @@ test("invalid settings are refused with every problem, each naming its field", (
     "cloudflareRanges.ipv4Cidrs[1]",
     "cloudflareRanges.ipv6Cidrs[0]",
     "cloudflareRanges.ipv6Cidrs[1]",
-    "tls.certificatePem",
-    "tls.privateKeyPem",
+    "originTls.certificatePem",
+    "originTls.privateKeyPem",
     "authPaths[1]",
     "authPaths[2]",
     "authPaths[3]",
@@ -326,11 +348,147 @@ test("invalid settings are refused with every problem, each naming its field", (
     "authRateLimitPerMinute",
     "clientMaxBodyMb",
   ]);
-  assert.throws(() => proxyRole(bad), (e: Error) => e.message.startsWith("proxyRole: invalid settings:\n  - domain ") && e.message.includes("authPaths[1]"));
+  assert.throws(
+    () => proxyRole(bad),
+    (e: Error) => e instanceof SettingsError && e.message.startsWith("proxy settings have 16 problems:\n  - domain ") && e.message.includes("authPaths[1]") && e.problems.length === 16,
+  );
 
   assert.deepEqual(proxySettingsProblems(cloudflare), []);
   assert.deepEqual(proxySettingsProblems(letsencrypt), []);
-  assert.match(proxySettingsProblems({ ...cloudflare, proxied: false }).join("\n"), /^tls\.mode "cloudflare" needs proxied: true/);
+  assert.match(proxySettingsProblems({ ...cloudflare, cdnProxy: false }).join("\n"), /^originTls is set but cdnProxy is false/);
   assert.match(proxySettingsProblems({ ...cloudflare, cloudflareRanges: { ipv4Cidrs: [], ipv6Cidrs: [] } }).join("\n"), /^cloudflareRanges is empty/);
-  assert.match(proxySettingsProblems({ ...letsencrypt, tls: { mode: "letsencrypt", acmeEmail: "o'neil@x" } }).join("\n"), /^tls\.acmeEmail /);
+  assert.match(proxySettingsProblems({ ...letsencrypt, tls: { mode: "letsencrypt", acmeEmail: "o'neil@x" } }).join("\n"), /^acmeEmail "o'neil@x" /);
+});
+
+const FACTS: Omit<StackFacts, "cdnProxy" | "staticHostname" | "extraHostnames"> = {
+  stack: "unit",
+  domain: "example.com",
+  hostname: "app",
+  fqdn: "app.example.com",
+  adminUser: "ops",
+  canonicalHost: "apex",
+  staticPathPrefixes: ["/assets/", "/static/"],
+  volumeSizeGb: 20,
+  backupRetentionDays: 35,
+  backupLockDays: 14,
+  memoryMb: 8192,
+  vcpus: 4,
+};
+const ORIGIN_TLS: OriginTls = { certificatePem: PEM_CERT, privateKeyPem: PEM_KEY, originPullCaPem: PEM_CERT };
+const RANGES: CdnRanges = { ipv4Cidrs: [...cloudflareIps.ipv4Cidrs], ipv6Cidrs: [...cloudflareIps.ipv6Cidrs] };
+type Slice = Partial<z.input<typeof role.settings>>;
+/** The definition's settings: the slice parsed (defaults filled) and the stack's facts, as the stack passes them. */
+function defined(slice: Slice, facts: Partial<StackFacts> = {}) {
+  return { ...FACTS, staticHostname: "static", extraHostnames: ["grafana", "status"], cdnProxy: true, ...facts, ...role.settings.parse(slice) };
+}
+
+test("the proxy's definition: its config keys with defaults and descriptions, after base, inputs from the stack", () => {
+  assert.equal(role.name, "proxy");
+  assert.deepEqual(role.after, ["base"]);
+  assert.deepEqual(Object.keys(role.settings.shape), ["authPaths", "authRateLimitPerMinute", "clientMaxBodyMb", "acmeEmail"]);
+  assert.deepEqual(role.settings.parse({}), { authPaths: ["/login", "/api/auth/"], authRateLimitPerMinute: 30, clientMaxBodyMb: 25, acmeEmail: "" });
+  for (const [key, schema] of Object.entries(role.settings.shape)) assert.ok((schema as z.ZodType).description, `${key} is described`);
+  assert.deepEqual(Object.keys(role.inputs ?? {}), ["originTls", "cloudflareRanges"]);
+  for (const input of Object.values(role.inputs ?? {})) assert.equal(input.from, "stack");
+  // The slice and the proxy check an e-mail address with one pattern: what the config takes, nginx's role takes.
+  for (const email of ["owner@example.com", "o'neil@x", "o'neil@example.com", "a b@example.com", "ops+le@mail.example.org", "x@y"]) {
+    const sliceTakes = role.settings.safeParse({ acmeEmail: email }).success;
+    assert.equal(sliceTakes, EMAIL_ADDRESS.test(email), email);
+    assert.equal(proxySettingsProblems({ ...letsencrypt, tls: { mode: "letsencrypt", acmeEmail: email } }).length === 0, sliceTakes, email);
+  }
+  assert.equal(role.settings.safeParse({ authPaths: ["login"] }).success, false);
+  assert.equal(role.settings.safeParse({ clientMaxBodyMb: 1025 }).success, false);
+});
+
+test("render gives proxyRole's role: Origin CA TLS behind Cloudflare, Let's Encrypt with acmeEmail without it", () => {
+  const behind = role.render(defined({}), { originTls: ORIGIN_TLS, cloudflareRanges: RANGES });
+  assert.deepEqual(behind, proxyRole(cloudflare));
+  const direct = role.render(defined({ acmeEmail: "owner@example.com" }, { cdnProxy: false }), { originTls: undefined, cloudflareRanges: { ipv4Cidrs: [], ipv6Cidrs: [] } });
+  assert.deepEqual(direct, proxyRole(letsencrypt));
+  // Without the proxy the Origin CA is not used even when given, and Cloudflare's ranges are not believed.
+  const given = role.render(defined({ acmeEmail: "owner@example.com" }, { cdnProxy: false }), { originTls: ORIGIN_TLS, cloudflareRanges: RANGES });
+  assert.deepEqual(given, proxyRole({ ...letsencrypt, cloudflareRanges: RANGES }));
+  assert.doesNotMatch(given.files.map((f) => f.content).join("\n"), /set_real_ip_from|BEGIN PRIVATE KEY/);
+});
+
+test("render refuses each bad value with SettingsError, the problem starting with its key", () => {
+  const cases: Array<{ slice?: Slice; facts?: Partial<StackFacts>; inputs?: Partial<ProxyInputs>; problem: string | RegExp }> = [
+    {
+      facts: { cdnProxy: false },
+      problem: `acmeEmail "" is required when cdnProxy is false: nginx then gets its certificate from Let's Encrypt, which needs a contact address`,
+    },
+    { slice: { authPaths: ["/login", "/"] }, problem: `authPaths[1] "/" would rate-limit the whole site (accepted: the login and auth prefixes, e.g. /login)` },
+    { slice: { authPaths: ["/login", "/api/auth/", "/login"] }, problem: `authPaths[2] "/login" is listed twice` },
+    { facts: { domain: "1.2.3.4" }, problem: /^domain "1\.2\.3\.4" is not a lowercase domain name \(accepted: / },
+    { facts: { domain: "Example.com" }, problem: /^domain "Example\.com" / },
+    { facts: { canonicalHost: "both" as "apex" }, problem: /^canonicalHost "both" .*\(accepted: apex or www\)$/ },
+    { facts: { staticHostname: "www" }, problem: /^staticHostname "www" .*\(accepted: / },
+    { facts: { extraHostnames: ["grafana", "-bad"] }, problem: /^extraHostnames\[1\] "-bad" is not a host name label \(accepted: / },
+    { facts: { extraHostnames: ["static"] }, problem: /^extraHostnames\[0\] "static" is already served / },
+    { slice: { authRateLimitPerMinute: 0 } as Slice, problem: /^authRateLimitPerMinute 0 is not a whole number from 1 to 6000/ },
+    { slice: { clientMaxBodyMb: 2000 } as Slice, problem: /^clientMaxBodyMb 2000 is not a whole number from 1 to 1024/ },
+    { facts: { cdnProxy: false }, slice: { acmeEmail: "owner@example.com", authPaths: ["login"] } as Slice, problem: /^authPaths\[0\] "login" is not a path prefix/ },
+    { inputs: { originTls: undefined }, problem: /^originTls is missing: / },
+    { inputs: { originTls: { ...ORIGIN_TLS, certificatePem: "not a pem" } }, problem: /^originTls\.certificatePem is not a PEM certificate/ },
+    { inputs: { originTls: { ...ORIGIN_TLS, privateKeyPem: PEM_CERT } }, problem: /^originTls\.privateKeyPem is not a PEM private key/ },
+    { inputs: { cloudflareRanges: { ipv4Cidrs: [], ipv6Cidrs: [] } }, problem: /^cloudflareRanges is empty: / },
+    { inputs: { cloudflareRanges: { ipv4Cidrs: ["173.245.48.0/33"], ipv6Cidrs: [] } }, problem: /^cloudflareRanges\.ipv4Cidrs\[0\] "173\.245\.48\.0\/33" is not an IPv4 CIDR/ },
+  ];
+  for (const c of cases) {
+    // The zod slice would refuse some of these first; render must refuse them on its own too.
+    const settings = { ...defined({}, c.facts), ...c.slice };
+    const inputs: ProxyInputs = { originTls: ORIGIN_TLS, cloudflareRanges: RANGES, ...c.inputs };
+    assert.throws(
+      () => role.render(settings, inputs),
+      (e: Error) => {
+        assert.ok(e instanceof SettingsError, `a SettingsError, not ${e.name}: ${e.message}`);
+        assert.equal(e.role, "proxy");
+        assert.equal(e.problems.length, 1, e.message);
+        if (typeof c.problem === "string") assert.equal(e.problems[0], c.problem);
+        else assert.match(e.problems[0], c.problem);
+        return true;
+      },
+    );
+  }
+});
+
+const REPO = path.join(__dirname, "..", "..");
+const FILES = path.join(REPO, "components", "proxy", "files");
+
+test("shellcheck passes every script of files/ on its own, and the rendered snippets and hook", () => {
+  const scripts = fs.readdirSync(FILES).filter((f) => f.endsWith(".sh"));
+  assert.deepEqual(scripts.sort(), ["apply.sh", "certbot-deploy-hook.sh", "health-check.sh", "letsencrypt-certificate.sh", "seed-first-files.sh", "validate.sh"]);
+  for (const file of scripts) {
+    const result = spawnSync("shellcheck", ["-x", "-s", "bash", path.join("components", "proxy", "files", file)], { cwd: REPO, encoding: "utf8" });
+    if (result.error) assert.fail(`shellcheck could not run (${result.error.message})`);
+    assert.equal(result.status, 0, `shellcheck found problems in components/proxy/files/${file}:\n${result.stdout}${result.stderr}`);
+  }
+  for (const [mode, settings] of Object.entries({ cloudflare, letsencrypt })) {
+    const r = proxyRole(settings);
+    for (const [step, snippet] of Object.entries({ validate: r.validate, apply: r.apply, healthCheck: r.healthCheck })) {
+      assert.ok(snippet, `${mode} ${step}`);
+      assert.doesNotMatch(snippet, /@include|@settings-|shellcheck shell=/, `${mode} ${step}: every file part rendered`);
+      assertShellcheckClean(`the ${mode} ${step} snippet`, snippet);
+    }
+  }
+  const hook = renderCertbotDeployHook();
+  assert.doesNotMatch(hook, /@lib|@settings-/);
+  assert.match(hook, /^set -Eeuo pipefail$/m, "the shared library's header");
+  assertShellcheckClean("the rendered certbot deploy hook", hook);
+});
+
+test("templates: notes (#:) never reach the host, every marker is filled, and a missing or unused value is an error", () => {
+  for (const s of [cloudflare, letsencrypt]) {
+    for (const text of [renderNginxHttpConf(s), renderNginxSiteConf(s), renderMaintenancePage(s)]) {
+      assert.doesNotMatch(text, /\{\{|\}\}|^\s*#:/m);
+    }
+  }
+  assert.match(renderMaintenancePage({ domain: "shop.example.org" }), /<title>Back in a moment - shop\.example\.org<\/title>/);
+  assert.throws(() => fillTemplate("maintenance.html", {}), /maintenance\.html: no value for \{\{domain\}\}/);
+  assert.throws(() => fillTemplate("maintenance.html", { domain: "example.com", extra: "x" }), /no marker for \{\{extra\}\}/);
+  assert.throws(() => fillTemplate("maintenance.html", { domain: ["a", "b"] }), /\{\{domain\}\} is inside a line/);
+  // A marker alone on its line takes lines, indented like it; no lines remove it.
+  const http = renderNginxHttpConf(cloudflare);
+  assert.match(http, /\n    http2 on;\n    # Cloudflare's Origin CA certificate/);
+  assert.match(renderNginxHttpConf(letsencrypt), /\n    ssl_certificate_key \/etc\/leaninfra\/secrets\/site\.key;\n\n    # The request id/);
 });

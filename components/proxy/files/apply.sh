@@ -1,0 +1,23 @@
+# shellcheck shell=bash
+# The proxy role's apply step: the first files, Debian's default site gone, and nginx (re)started
+# when it first has everything it includes. Prints one line per change.
+# shellcheck source=components/proxy/files/seed-first-files.sh
+source "${BASH_SOURCE[0]%/*}/seed-first-files.sh" # @include
+
+# @settings-begin
+readonly debian_default_site='/etc/nginx/sites-enabled/default'
+# @settings-end
+
+seed_first_files
+if [ -e "$debian_default_site" ] || [ -L "$debian_default_site" ]; then
+  rm -f "$debian_default_site"
+  echo "removed $debian_default_site (Debian's default site)"
+fi
+if ((${#seeded[@]})); then
+  if [ -d /run/systemd/system ]; then
+    nginx -t -q >&2
+    systemctl reload-or-restart nginx >&2
+  else
+    echo "systemd is not running here: skipped systemctl reload nginx" >&2
+  fi
+fi
