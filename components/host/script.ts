@@ -16,25 +16,24 @@ export function shellAssignment(name: string, value: ShellValue, readonly = fals
   return `${declare}${name}=${rendered}`;
 }
 
-/** The shared shell library (header, logging, locking, metrics writing) that role scripts include. */
-export const SHELL_LIBRARY = path.join(__dirname, "files", "leaninfra-lib.sh");
+const REPO = path.resolve(__dirname, "../..");
 
 const SETTINGS_BLOCK = /^# @settings-begin\n([\s\S]*?)^# @settings-end\n/m;
 const SETTING_NAME = /^readonly (?:-a )?([a-z_][a-z0-9_]*)=/;
-// The include line of the library and the shellcheck directive above it.
-const LIBRARY_INCLUDE = /^# shellcheck source=\S*leaninfra-lib\.sh\n(?:source|\.) [^\n]*leaninfra-lib\.sh[^\n]*# @lib\n/m;
+// An include line (`source ... # @lib`) and the shellcheck directive above it naming the file from the repository's root.
+const INCLUDE = /^# shellcheck source=(\S+\.sh)\n(?:source|\.) [^\n]*# @lib\n/gm;
 
-function libraryBody(): string {
+function includedBody(file: string): string {
   // Without its shebang and leading comment block: the including script has its own.
-  return fs.readFileSync(SHELL_LIBRARY, "utf8").replace(/^#!.*\n(#.*\n)*/, "");
+  return fs.readFileSync(path.join(REPO, file), "utf8").replace(/^#!.*\n(#.*\n)*/, "");
 }
 
 /**
  * A role's script file (components/<role>/files/NAME.sh) as it lands on the host. The file is a
  * complete script on its own (shellcheck reads it as it is): its `# @settings-begin` ... `# @settings-end`
- * block holds example values as `readonly` lines, replaced here by the stack's values; its library line
- * (`source .../leaninfra-lib.sh # @lib`) is replaced by the library's text, so the installed script
- * needs nothing else. The names given must be exactly the names the block declares.
+ * block holds example values as `readonly` lines, replaced here by the stack's values; each include
+ * line (`source .../leaninfra-lib.sh # @lib`, under a `# shellcheck source=<path from the repository's
+ * root>` directive) is replaced by that file's text, so the installed script needs nothing else. The names given must be exactly the names the block declares.
  */
 export function renderScript(file: string, settings: Record<string, ShellValue>): string {
   let text = fs.readFileSync(file, "utf8");
@@ -55,5 +54,5 @@ export function renderScript(file: string, settings: Record<string, ShellValue>)
   } else if (given.length) {
     throw new Error(`renderScript ${file}: no "# @settings-begin" block for ${given.join(", ")}`);
   }
-  return text.replace(LIBRARY_INCLUDE, () => libraryBody());
+  return text.replace(INCLUDE, (_line, file: string) => includedBody(file));
 }

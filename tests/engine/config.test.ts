@@ -54,8 +54,8 @@ test("bad secret values stop `pulumi up` before anything is created, named by ke
     const run = ws.pulumi(["up"]);
     assertRefused(run, "pulumi up");
     assert.match(run.output, /Stack "prod" has 2 configuration problems; nothing was created:/);
-    assert.match(run.output, /leaninfra:appSecretEnv line 1: this line is not KEY=value/);
-    assert.match(run.output, /leaninfra:appRegistryPassword: registryUser and registryPassword go together/);
+    assert.match(run.output, /leaninfra:appSecretEnv: line 1 is not KEY=value/);
+    assert.match(run.output, /leaninfra:appRegistryPassword: goes together with appRegistryUser/);
     assert.ok(!run.output.includes("pasted-token-without-a-key"), "the secret is not quoted back");
     assert.deepEqual(exportStack(ws).resources, [], "no resource was created");
   } finally {

@@ -30,15 +30,15 @@ const DB = "app";
 const CIPHER_PASS = `cipher${randomBytes(16).toString("hex")}`;
 
 function postgresSettings(port: number): PostgresSettings {
-  return { memoryMb: 2048, vcpus: 2, maxConnections: 0, database: DB, user: "app", password: `App-${randomBytes(12).toString("hex")}`, port };
+  return { memoryMb: 2048, vcpus: 2, postgresMaxConnections: 0, postgresDatabase: DB, postgresUser: "app", password: `App-${randomBytes(12).toString("hex")}`, port };
 }
 
 function backupsSettings(s3: S3Server, port: number, cipherPassphrase = CIPHER_PASS): BackupsSettings {
   return {
     s3: { endpoint: s3.endpoint, bucket: s3.bucket, accessKeyId: s3.accessKey, secretAccessKey: s3.secretKey },
     cipherPassphrase,
-    retentionDays: 35,
-    database: DB,
+    backupRetentionDays: 35,
+    postgresDatabase: DB,
     vcpus: 2,
     port,
     storageCaPem: s3.caPem,
@@ -109,7 +109,7 @@ prod_state
 }
 
 function drillSettings(port: number, over: Partial<DrillSettings> = {}): DrillSettings {
-  return { database: DB, productionPort: port, freshnessQuery: "SELECT max(created_at) FROM orders", maxDataAgeMinutes: 30, ...over };
+  return { postgresDatabase: DB, productionPort: port, drillFreshnessQuery: "SELECT max(created_at) FROM orders", drillMaxDataAgeMinutes: 30, ...over };
 }
 
 function install(root: { hostPath(rootPath: string): string }, file: string, content: string, mode = 0o755): void {
@@ -141,7 +141,7 @@ describe("leaninfra-drill and leaninfra-restore: real PostgreSQL 17, pgBackRest 
     install(root, "/root/archiving.conf", renderArchivingConf(), 0o644);
     install(root, "/root/seed.sql", SEED, 0o644);
     install(root, BACKUPS.bin.drill, drillScript(drillSettings(port)));
-    install(root, BACKUPS.bin.restore, restoreScript({ hostName: HOST_NAME, database: DB, productionPort: port, recoveryTimeoutMinutes: 2 }));
+    install(root, BACKUPS.bin.restore, restoreScript({ hostname: HOST_NAME, postgresDatabase: DB, productionPort: port, recoveryTimeoutMinutes: 2 }));
     const setup = root.run(setupScript(port), { timeoutMs: 10 * 60_000 });
     assert.equal(setup.code, 0, show(setup));
     stateAfterSetup = sections(setup.stdout).state;
@@ -404,7 +404,7 @@ describe("leaninfra-drill starts the serving release of the app against the rest
             ["/root/archiving.conf", renderArchivingConf(), 0o644],
             ["/root/seed.sql", SEED, 0o644],
             [BACKUPS.bin.drill, drillScript(drillSettings(port)), 0o755],
-            [BACKUPS.bin.restore, restoreScript({ hostName: HOST_NAME, database: DB, productionPort: port, recoveryTimeoutMinutes: 2, appHealthTimeoutSeconds: 30 }), 0o755],
+            [BACKUPS.bin.restore, restoreScript({ hostname: HOST_NAME, postgresDatabase: DB, productionPort: port, recoveryTimeoutMinutes: 2, appHealthTimeoutSeconds: 30 }), 0o755],
             ["/usr/local/sbin/drill-unhealthy", drillScript(drillSettings(port, { appEnv: ["APP_MODE=broken"], appHealthTimeoutSeconds: 5 })), 0o755],
           ];
           for (const [file, content, mode] of files) install(root, file, content, mode);

@@ -1,11 +1,14 @@
 import test from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import {
+  DRILL_SCRIPT_FILE,
   DrillSettings,
+  RESTORE_SCRIPT_FILE,
+  RestoreSettings,
   drillMetrics,
   drillScript,
   drillSettingsProblems,
@@ -13,17 +16,25 @@ import {
   restoreSettingsProblems,
 } from "../../components/backups/drill";
 import { BACKUPS } from "../../components/backups/layout";
+import { SettingsError } from "../../components/host/define";
 import { POSTGRES_PATHS } from "../../components/postgres/config";
 import { assertShellcheckClean } from "../lib/shellcheck";
 
-const base: DrillSettings = { database: "app" };
+const base: DrillSettings = { postgresDatabase: "app" };
+const restoreBase: RestoreSettings = { hostname: "shop", postgresDatabase: "app" };
+const REPO_ROOT = path.join(__dirname, "..", "..");
 
 test("drill and restore scripts render deterministically from the shared layout", () => {
   const drill = drillScript(base);
   assert.equal(drillScript({ ...base }), drill);
-  assert.equal(restoreScript({ hostName: "shop", database: "app" }), restoreScript({ hostName: "shop", database: "app" }));
+  assert.equal(restoreScript({ ...restoreBase }), restoreScript(restoreBase));
   assert.match(drill, /^#!\/usr\/bin\/env bash\n# leaninfra-drill: /);
-  assert.match(drill, /^set -euo pipefail$/m);
+  assert.match(drill, /^set -Eeuo pipefail$/m);
+  // The drill's files (the scratch cluster's config, the app's env file) are its owner's only.
+  assert.deepEqual(drill.match(/^umask \d+$/gm)?.pop(), "umask 077");
+  for (const script of [drill, restoreScript(restoreBase)]) {
+    assert.doesNotMatch(script, /@lib|@settings-|leaninfra-lib\.sh/, "the shared library and the settings are in the script itself");
+  }
   for (const line of [
     `readonly scratch_dir='${BACKUPS.scratchDir}'`,
     `readonly scratch_port=${BACKUPS.scratchPort}`,
@@ -45,6 +56,12 @@ test("drill and restore scripts render deterministically from the shared layout"
   assert.doesNotMatch(drill, /pg_ctlcluster|systemctl (stop|start|restart)/, "the drill never stops or starts production");
 });
 
+test("the script files pass shellcheck -x on their own, with the shared library", () => {
+  for (const file of [DRILL_SCRIPT_FILE, RESTORE_SCRIPT_FILE]) {
+    execFileSync("shellcheck", ["-x", "-s", "bash", path.relative(REPO_ROOT, file)], { cwd: REPO_ROOT, encoding: "utf8" });
+  }
+});
+
 test("both scripts pass shellcheck, also with every optional setting", () => {
   assertShellcheckClean("leaninfra-drill (defaults)", drillScript(base));
   assertShellcheckClean(
@@ -52,36 +69,83 @@ test("both scripts pass shellcheck, also with every optional setting", () => {
     drillScript({
       ...base,
       productionPort: 5433,
-      freshnessQuery: "SELECT max(created_at) FROM orders WHERE status <> 'draft';",
+      drillFreshnessQuery: "SELECT max(created_at) FROM orders WHERE status <> 'draft';",
       appEnv: ["MAIL_DELIVERY=off", "NOTE=it's a drill"],
-      rowTolerancePercent: 2,
+      drillRowTolerancePercent: 2,
       exactBelowRows: 10,
-      maxDataAgeMinutes: 90,
+      drillMaxDataAgeMinutes: 90,
       appHealthTimeoutSeconds: 30,
     }),
   );
-  assertShellcheckClean("leaninfra-restore", restoreScript({ hostName: "shop", database: "app" }));
+  assertShellcheckClean("leaninfra-restore", restoreScript(restoreBase));
 });
 
 test("settings that would let the drill reach production are refused when rendering", () => {
   const problems = (s: Partial<DrillSettings>) => drillSettingsProblems({ ...base, ...s }).join("\n");
-  assert.match(problems({ scratchPort: 5432 }), /scratchPort: 5432 is production's PostgreSQL port/);
-  assert.match(problems({ productionPort: BACKUPS.scratchPort }), /scratchPort: 5499 is production's PostgreSQL port/);
-  assert.match(problems({ scratchDir: POSTGRES_PATHS.dataDirectory }), /scratchDir: .* overlaps production's data directory/);
+  assert.match(problems({ scratchPort: 5432 }), /^scratchPort 5432 is production's PostgreSQL port/m);
+  assert.match(problems({ productionPort: BACKUPS.scratchPort }), /^scratchPort 5499 is production's PostgreSQL port/m);
+  assert.match(problems({ scratchDir: POSTGRES_PATHS.dataDirectory }), /^scratchDir .* overlaps production's data directory/m);
   assert.match(problems({ scratchDir: "/srv/data" }), /overlaps production's data directory/);
   assert.match(problems({ scratchDir: `${POSTGRES_PATHS.dataDirectory}/drill` }), /overlaps production's data directory/);
   assert.match(problems({ scratchDir: "/drill" }), /too close to \//);
-  assert.match(problems({ scratchDir: "/srv/data/drill dir" }), /scratchDir: .* must be an absolute path/);
-  assert.match(problems({ freshnessQuery: "DELETE FROM orders" }), /freshnessQuery: must be one SELECT/);
-  assert.match(problems({ freshnessQuery: "SELECT 1; DROP TABLE orders" }), /freshnessQuery: must be a single statement/);
-  assert.match(problems({ appEnv: ["DATABASE_URL=postgres://x"] }), /appEnv\[0\]: DATABASE_URL is set by the drill itself/);
-  assert.match(problems({ appEnv: ["NOPE"] }), /appEnv\[0\]: must be KEY=value/);
-  assert.match(problems({ rowTolerancePercent: 150 }), /rowTolerancePercent/);
-  assert.match(problems({ database: "App-DB" }), /database: "App-DB" is not a PostgreSQL identifier/);
+  assert.match(problems({ scratchDir: "/srv/data/drill dir" }), /^scratchDir .* must be an absolute path/m);
+  assert.match(problems({ drillFreshnessQuery: "DELETE FROM orders" }), /^drillFreshnessQuery "DELETE FROM orders" must be one SELECT/m);
+  assert.match(problems({ drillFreshnessQuery: "SELECT 1; DROP TABLE orders" }), /^drillFreshnessQuery .* must be a single statement/m);
+  assert.match(problems({ appEnv: ["DATABASE_URL=postgres://x"] }), /^appEnv\[0\] DATABASE_URL is set by the drill itself/m);
+  for (const name of ["RELEASE", "PORT", "REDIS_URL", "LEANINFRA_DRILL"]) assert.match(problems({ appEnv: [`${name}=1`] }), new RegExp(`^appEnv\\[0\\] ${name} is set by the drill itself`, "m"));
+  assert.match(problems({ appEnv: ["NOPE"] }), /^appEnv\[0\] "NOPE" must be KEY=value/m);
+  assert.match(problems({ drillRowTolerancePercent: 150 }), /^drillRowTolerancePercent 150 /m);
+  assert.match(problems({ drillMaxDataAgeMinutes: 0 }), /^drillMaxDataAgeMinutes 0 /m);
+  assert.match(problems({ postgresDatabase: "App-DB" }), /^postgresDatabase "App-DB" is not a PostgreSQL identifier/m);
   assert.deepEqual(drillSettingsProblems(base), []);
-  assert.throws(() => drillScript({ ...base, scratchPort: 5432 }), /Drill settings have 1 problem\(s\):\n {2}- scratchPort/);
-  assert.match(restoreSettingsProblems({ hostName: "Shop_1", database: "app" }).join("\n"), /hostName: "Shop_1" is not a host name label/);
-  assert.match(restoreSettingsProblems({ hostName: "shop", database: "app", dataDir: "/data" }).join("\n"), /dataDir/);
+  assert.throws(() => drillScript({ ...base, scratchPort: 5432 }), (e: unknown) => e instanceof SettingsError && /^backups settings have 1 problem:\n {2}- scratchPort 5432 /.test(e.message));
+  assert.match(restoreSettingsProblems({ ...restoreBase, hostname: "Shop_1" }).join("\n"), /^hostname "Shop_1" is not a host name label/m);
+  assert.match(restoreSettingsProblems({ ...restoreBase, dataDir: "/data" }).join("\n"), /^dataDir "\/data" /m);
+  assert.deepEqual(restoreSettingsProblems(restoreBase), []);
+});
+
+test("every refusal is a SettingsError whose problems start with the key they are about", () => {
+  const drillCases: [keyof DrillSettings, Partial<DrillSettings>][] = [
+    ["postgresDatabase", { postgresDatabase: "App-DB" }],
+    ["productionPort", { productionPort: 80 }],
+    ["scratchPort", { scratchPort: 5432 }],
+    ["appPort", { appPort: 70000 }],
+    ["productionDataDir", { productionDataDir: "relative/dir" }],
+    ["scratchDir", { scratchDir: "/drill" }],
+    ["metricsFile", { metricsFile: "/var/lib/../x.prom" }],
+    ["logFile", { logFile: "/var/log/drill log" }],
+    ["drillRowTolerancePercent", { drillRowTolerancePercent: 1.5 }],
+    ["exactBelowRows", { exactBelowRows: -1 }],
+    ["drillMaxDataAgeMinutes", { drillMaxDataAgeMinutes: 600_000 }],
+    ["appHealthTimeoutSeconds", { appHealthTimeoutSeconds: 4000 }],
+    ["restoreTimeoutMinutes", { restoreTimeoutMinutes: 0 }],
+    ["drillFreshnessQuery", { drillFreshnessQuery: "UPDATE orders SET total = 0" }],
+    ["drillFreshnessQuery", { drillFreshnessQuery: "SELECT '\\x'" }],
+    ["appEnv", { appEnv: ["PORT=1"] }],
+  ];
+  for (const [key, over] of drillCases) {
+    assert.throws(
+      () => drillScript({ ...base, ...over }),
+      (e: unknown) => e instanceof SettingsError && e.problems.length > 0 && e.problems.every((p) => p.startsWith(`${key} `) || p.startsWith(`${key}[`)),
+      `${key}: ${JSON.stringify(over)}`,
+    );
+  }
+  const restoreCases: [keyof RestoreSettings, Partial<RestoreSettings>][] = [
+    ["hostname", { hostname: "Shop_1" }],
+    ["postgresDatabase", { postgresDatabase: "1db" }],
+    ["productionPort", { productionPort: 22 }],
+    ["dataDir", { dataDir: "/data" }],
+    ["logFile", { logFile: "restore.log" }],
+    ["recoveryTimeoutMinutes", { recoveryTimeoutMinutes: 0 }],
+    ["appHealthTimeoutSeconds", { appHealthTimeoutSeconds: 0 }],
+  ];
+  for (const [key, over] of restoreCases) {
+    assert.throws(
+      () => restoreScript({ ...restoreBase, ...over }),
+      (e: unknown) => e instanceof SettingsError && e.problems.length > 0 && e.problems.every((p) => p.startsWith(`${key} `)),
+      `${key}: ${JSON.stringify(over)}`,
+    );
+  }
 });
 
 test("drillMetrics renders node_exporter gauges and leaves out what was not measured", () => {
@@ -148,7 +212,7 @@ test("the drill refuses, when RUN, a scratch directory or port that is productio
     fs.writeFileSync(path.join(production, "PG_VERSION"), "17\n");
     const metrics = path.join(dir, "textfile", "leaninfra_drill.prom");
     const log = path.join(dir, "log", "drill.log");
-    const script = drillScript({ database: "app", productionDataDir: production, scratchDir: path.join(dir, "scratch"), metricsFile: metrics, logFile: log });
+    const script = drillScript({ postgresDatabase: "app", productionDataDir: production, scratchDir: path.join(dir, "scratch"), metricsFile: metrics, logFile: log });
 
     const cases: [string, string, RegExp][] = [
       ["scratch dir = production's", withLine(script, "scratch_dir", `'${production}'`), /REFUSED: the scratch directory .* is production's data directory/],
@@ -184,7 +248,7 @@ test("the drill refuses, when RUN, a scratch directory or port that is productio
 
 test("the drill and the restore reject wrong usage before doing anything", () => {
   const drill = drillScript(base);
-  const restore = restoreScript({ hostName: "shop", database: "app" });
+  const restore = restoreScript(restoreBase);
   let r = runScript(drill, ["--target-time", "yesterday"]);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /--target-time 'yesterday' is not 'YYYY-MM-DD HH:MM:SS\+00'/);
