@@ -1,6 +1,6 @@
 import * as path from "node:path";
 import { renderScript } from "../host/script";
-import { BACKUPS } from "./layout";
+import { BACKUPS, PGBACKREST_SCRIPT_SETTINGS } from "./layout";
 import { BACKUPS_PATHS, BackupsSettings, parseS3Endpoint, resolveBackupsSettings } from "./pgbackrest";
 
 const BACKUP_SCRIPT_FILE = path.join(__dirname, "files", "leaninfra-backup.sh");
@@ -51,9 +51,7 @@ export const DUMP_CIPHER_OPTIONS = "-aes-256-cbc -pbkdf2 -iter 200000 -md sha256
 export function backupScript(settings: BackupsSettings): string {
   const s = resolveBackupsSettings(settings);
   return renderScript(BACKUP_SCRIPT_FILE, {
-    stanza: BACKUPS.stanza,
-    pgbackrest_conf: BACKUPS.pgbackrestConf,
-    secrets_file: BACKUPS.secretsFile,
+    ...PGBACKREST_SCRIPT_SETTINGS,
     s3cmd_conf: BACKUPS_PATHS.s3cmdConfig,
     ca_file: s.storageCaPem ? BACKUPS_PATHS.storageCaFile : "",
     endpoint_url: parseS3Endpoint(s.s3.endpoint).url,

@@ -5,7 +5,7 @@ import { LAYOUT } from "../host/layout";
 import { HOSTNAME_LABEL, RESERVED_APP_ENV, SQL_IDENTIFIER } from "../host/names";
 import { renderScript } from "../host/script";
 import { POSTGRES_CLUSTER, POSTGRES_DEFAULT_PORT, POSTGRES_PATHS, POSTGRES_VERSION } from "../postgres/config";
-import { BACKUPS } from "./layout";
+import { BACKUPS, PGBACKREST_SCRIPT_SETTINGS } from "./layout";
 
 /** The drill's and the restore's scripts, beside this module. */
 export const DRILL_SCRIPT_FILE = path.join(__dirname, "files", "leaninfra-drill.sh");
@@ -207,7 +207,7 @@ export function drillScript(settings: DrillSettings): string {
   refuseProblems("backups", drillSettingsProblems(settings));
   const s = resolvedDrill(settings);
   return renderScript(DRILL_SCRIPT_FILE, {
-    stanza: BACKUPS.stanza,
+    ...PGBACKREST_SCRIPT_SETTINGS,
     database: s.postgresDatabase,
     production_port: s.productionPort,
     production_data_dir: s.productionDataDir,
@@ -217,8 +217,6 @@ export function drillScript(settings: DrillSettings): string {
     app_port: s.appPort,
     pg_bin: POSTGRES_PATHS.bin,
     production_hba: POSTGRES_PATHS.hba,
-    pgbackrest_conf: BACKUPS.pgbackrestConf,
-    secrets_file: BACKUPS.secretsFile,
     deploy_conf: APP_PATHS.deployConf,
     metrics_file: s.metricsFile,
     drill_log: s.logFile,
@@ -276,7 +274,7 @@ export function restoreScript(settings: RestoreSettings): string {
   const s = resolvedRestore(settings);
   return renderScript(RESTORE_SCRIPT_FILE, {
     host_name: s.hostname,
-    stanza: BACKUPS.stanza,
+    ...PGBACKREST_SCRIPT_SETTINGS,
     database: s.postgresDatabase,
     production_port: s.productionPort,
     data_dir: s.dataDir,
@@ -284,8 +282,6 @@ export function restoreScript(settings: RestoreSettings): string {
     pg_version: POSTGRES_VERSION,
     pg_cluster: POSTGRES_CLUSTER,
     pg_unit: POSTGRES_PATHS.unit,
-    pgbackrest_conf: BACKUPS.pgbackrestConf,
-    secrets_file: BACKUPS.secretsFile,
     deploy_script: APP_PATHS.deployScript,
     backup_command: BACKUPS.bin.backup,
     restore_log: s.logFile,

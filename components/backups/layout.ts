@@ -33,3 +33,10 @@ export const BACKUPS = Object.freeze({
     drill: `${LAYOUT.textfileDir}/leaninfra_drill.prom`,
   },
 });
+
+/** The pgBackRest settings every backups script renders (files/pgbackrest-lib.sh reads them from the script that includes it). */
+export const PGBACKREST_SCRIPT_SETTINGS = Object.freeze({
+  stanza: BACKUPS.stanza,
+  pgbackrest_conf: BACKUPS.pgbackrestConf,
+  secrets_file: BACKUPS.secretsFile,
+});
