@@ -31,6 +31,10 @@ function isDomainName(value: string): boolean {
 /** Returns why `value` is not a usable firewall CIDR, or undefined when it is one. */
 export function cidrProblem(value: string): string | undefined {
   if (!ipaddr.isValidCIDR(value)) return "is not a CIDR (accepted: an IPv4 or IPv6 network such as 203.0.113.7/32 or 2001:db8::/56)";
+  // 010.0.0.0 is 8.0.0.0 to some parsers and 10.0.0.0 to others: only one spelling is taken.
+  if (/(^|\.)0[0-9]/.test(value.split("/")[0]) && value.includes(".")) {
+    return "has a leading zero in an IPv4 part, which tools read differently (accepted: the address without leading zeros, e.g. 10.0.0.0/8)";
+  }
   const [address, prefix] = ipaddr.parseCIDR(value);
   const network =
     address.kind() === "ipv4"
@@ -44,6 +48,39 @@ export function cidrProblem(value: string): string | undefined {
 
 export function isWholeInternet(cidr: string): boolean {
   return ipaddr.isValidCIDR(cidr) && ipaddr.parseCIDR(cidr)[1] === 0;
+}
+
+/** One spelling per network: lower-case, compressed IPv6, so what Hetzner gets is what was checked. */
+export function canonicalCidr(cidr: string): string {
+  const [address, prefix] = ipaddr.parseCIDR(cidr);
+  return `${address.toString()}/${prefix}`;
+}
+
+/**
+ * Whether the networks together cover a whole address family (e.g. 0.0.0.0/1 and 128.0.0.0/1):
+ * "ipv4", "ipv6", or undefined. Invalid entries are left out.
+ */
+export function wholeInternetCovered(cidrs: readonly string[]): "ipv4" | "ipv6" | undefined {
+  for (const kind of ["ipv4", "ipv6"] as const) {
+    const bits = kind === "ipv4" ? 32 : 128;
+    const ranges = cidrs
+      .filter((c) => ipaddr.isValidCIDR(c) && ipaddr.parseCIDR(c)[0].kind() === kind)
+      .map((c) => {
+        const [address, prefix] = ipaddr.parseCIDR(c);
+        const start = address.toByteArray().reduce((acc, byte) => (acc << 8n) | BigInt(byte), 0n);
+        const size = 1n << BigInt(bits - prefix);
+        const first = (start / size) * size;
+        return [first, first + size] as const;
+      })
+      .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    let reached = 0n;
+    for (const [first, end] of ranges) {
+      if (first > reached) break;
+      if (end > reached) reached = end;
+    }
+    if (reached >= 1n << BigInt(bits)) return kind;
+  }
+  return undefined;
 }
 
 const cidr = z.string().superRefine((value, ctx) => {
@@ -294,6 +331,14 @@ function crossFieldProblems(cfg: Partial<ParsedConfig>): CrossFieldProblem[] {
       });
     }
   });
+  const covered = cfg.sshAllowFrom && !cfg.sshAllowFrom.some(isWholeInternet) ? wholeInternetCovered(cfg.sshAllowFrom) : undefined;
+  if (covered && cfg.sshAllowAnywhere === false) {
+    problems.push({
+      path: ["sshAllowFrom"],
+      input: cfg.sshAllowFrom,
+      message: `together cover the whole ${covered === "ipv4" ? "IPv4" : "IPv6"} internet, which opens SSH to everyone (accepted: your own networks, or set sshAllowAnywhere true as well)`,
+    });
+  }
   if (cfg.serverType && cfg.location) {
     const family = cfg.serverType.replace(/[0-9]+$/, "");
     if (EU_ONLY_FAMILIES.includes(family) && !EU_LOCATIONS.includes(cfg.location)) {
@@ -337,6 +382,14 @@ function crossFieldProblems(cfg: Partial<ParsedConfig>): CrossFieldProblem[] {
   });
   if (cfg.staticHostname && (cfg.staticHostname === "www" || cfg.extraHostnames?.includes(cfg.staticHostname))) {
     problems.push({ path: ["staticHostname"], input: cfg.staticHostname, message: "is also listed in extraHostnames (accepted: a name used once)" });
+  }
+  const typeMemoryGb = cfg.serverType ? serverTypeInfo(cfg.serverType)?.memoryGb : undefined;
+  if (typeMemoryGb !== undefined && cfg.serverMemoryGb !== undefined && cfg.serverMemoryGb > typeMemoryGb) {
+    problems.push({
+      path: ["serverMemoryGb"],
+      input: cfg.serverMemoryGb,
+      message: `is more than server type ${cfg.serverType} has (${typeMemoryGb} GB): PostgreSQL and Redis would be sized for memory that is not there (accepted: 0 to read it from the type, or at most ${typeMemoryGb})`,
+    });
   }
   if (cfg.serverType && cfg.serverMemoryGb === 0 && !serverTypeInfo(cfg.serverType)) {
     problems.push({
@@ -538,7 +591,63 @@ function roleProblemLine(role: string, problem: string, keys: ReadonlySet<string
   return `${PROJECT}: role ${role}: ${problem}`;
 }
 
+/**
+ * The first character of `value` that is not text (as "U+0009"): C0 and C1 controls and DEL, line and
+ * paragraph separators (line breaks to YAML), lone surrogates, noncharacters and the BOM. Config values
+ * reach YAML (cloud-init's user data), shell scripts and log lines, none of which carry them as text.
+ */
+export function nonTextCharacter(value: string): string | undefined {
+  for (const ch of value) {
+    const cp = ch.codePointAt(0)!;
+    const bad =
+      cp < 0x20 ||
+      (cp >= 0x7f && cp <= 0x9f) ||
+      cp === 0x2028 ||
+      cp === 0x2029 ||
+      (cp >= 0xd800 && cp <= 0xdfff) ||
+      (cp >= 0xfdd0 && cp <= 0xfdef) ||
+      cp === 0xfeff ||
+      (cp & 0xfffe) === 0xfffe;
+    if (bad) return `U+${cp.toString(16).toUpperCase().padStart(4, "0")}`;
+  }
+  return undefined;
+}
+
+function textProblems(decoded: Record<string, unknown>): string[] {
+  const problems: string[] = [];
+  const check = (key: string, value: unknown) => {
+    if (typeof value !== "string") return;
+    const bad = nonTextCharacter(value);
+    if (bad) problems.push(`${PROJECT}:${key}: ${shown(value)} contains ${bad}, which is not printable text (accepted: printable characters only: no tabs, line breaks or control characters)`);
+  };
+  for (const [key, value] of Object.entries(decoded)) {
+    if (Array.isArray(value)) value.forEach((entry, index) => check(`${key}[${index}]`, entry));
+    else check(key, value);
+  }
+  return problems;
+}
+
+// Provider keys that hold credentials: refused in clear like the project's own secret keys.
+const PROVIDER_SECRET = /^(?!leaninfra:)[a-z0-9-]+:.*(token|password|secret|apikey)$/i;
+
+/**
+ * A provider credential (hcloud:token, cloudflare:apiToken, ...) stored in plain text in the stack file:
+ * refused, value unshown, with the command that stores it encrypted. `config` holds every key with
+ * its namespace; `encryptedKeys` those the stack file holds encrypted.
+ */
+export function providerSecretProblems(config: Record<string, unknown>, encryptedKeys: readonly string[]): string[] {
+  const encrypted = new Set(encryptedKeys);
+  return Object.keys(config)
+    .filter((key) => PROVIDER_SECRET.test(key) && config[key] !== "" && !encrypted.has(key))
+    .map((key) => `${key}: is stored in plain text in the stack file (value not shown; accepted: an encrypted value, set with \`pulumi config set --secret ${key}\`)`);
+}
+
 export interface ValidateOptions {
+  /**
+   * Every config key of the stack with its namespace (hcloud:token, cloudflare:apiToken, ...): provider
+   * credentials in plain text are refused too. Needs the encrypted keys.
+   */
+  allConfig?: Record<string, unknown>;
   /** The roles of the stack, in order (default: LeanInfra's list in infra/roles.ts). */
   roles?: readonly AnyRoleDefinition[];
   /**
@@ -617,13 +726,15 @@ export function validateConfig(stack: string, raw: Record<string, unknown>, encr
     problems.push(`${PROJECT}:${keyPath(p.path)}: ${shown(p.input)} ${p.message}`);
   }
   if (encryptedKeys) problems.push(...plaintextSecretProblems(raw, encryptedKeys, roles));
+  if (encryptedKeys && options.allConfig) problems.push(...providerSecretProblems(options.allConfig, encryptedKeys));
+  problems.push(...textProblems(decoded));
   const stackProblem = stackNameProblem(stack);
   if (stackProblem) problems.push(stackProblem);
   if (!result.success || problems.length > 0) throw new ConfigError(stack, problems);
   const parsed = result.data as CoreConfig;
   const cfg: StackConfig = Object.freeze({
     ...parsed,
-    sshAllowFrom: Object.freeze([...parsed.sshAllowFrom]) as string[],
+    sshAllowFrom: Object.freeze(parsed.sshAllowFrom.map(canonicalCidr)) as string[],
     extraHostnames: Object.freeze([...parsed.extraHostnames]) as string[],
     staticPathPrefixes: Object.freeze([...parsed.staticPathPrefixes]) as string[],
     stack,

@@ -15,7 +15,7 @@ export interface RecordedResource {
   provider?: string;
   inputs: Record<string, unknown>;
   /** Resource options the engine would receive. */
-  options: { ignoreChanges: string[]; deleteBeforeReplace: boolean; dependsOn: string[]; protect: boolean };
+  options: { ignoreChanges: string[]; deleteBeforeReplace: boolean; dependsOn: string[]; protect: boolean; additionalSecretOutputs: string[] };
   /** Top-level inputs that are secret (masked unless the run reveals secrets). */
   secretInputs: string[];
 }
@@ -80,6 +80,7 @@ interface RegisterRequest {
   getDeletebeforereplace(): boolean;
   getDependenciesList(): string[];
   getProtect(): boolean;
+  getAdditionalsecretoutputsList(): string[];
 }
 
 function parentKey(parentUrn: string): string | undefined {
@@ -111,7 +112,7 @@ export async function runWithMocks<T>(
           custom: args.custom ?? true,
           provider: args.provider || undefined,
           inputs: displayValue(args.inputs, options.revealSecrets) as Record<string, unknown>,
-          options: resourceOptions.get(`${args.type}::${args.name}`) ?? { ignoreChanges: [], deleteBeforeReplace: false, dependsOn: [], protect: false },
+          options: resourceOptions.get(`${args.type}::${args.name}`) ?? { ignoreChanges: [], deleteBeforeReplace: false, dependsOn: [], protect: false, additionalSecretOutputs: [] },
           secretInputs: Object.keys(args.inputs).filter((key) => isSecret(args.inputs[key])),
         };
         resources.push(record);
@@ -143,6 +144,7 @@ export async function runWithMocks<T>(
       deleteBeforeReplace: req.getDeletebeforereplace(),
       dependsOn: req.getDependenciesList().map((urn) => parentKey(urn) ?? urn),
       protect: req.getProtect(),
+      additionalSecretOutputs: req.getAdditionalsecretoutputsList(),
     });
     return register(req, cb);
   };

@@ -28,18 +28,27 @@ export function readStackFile(stack: string, root = ROOT): StackFile {
     const stacks = fs.readdirSync(root).filter((f) => /^Pulumi\..+\.yaml$/.test(f)).map((f) => f.slice(7, -5));
     throw new PlanInputError(`No stack file ${path.basename(file)} (stacks here: ${stacks.join(", ") || "none"}).`);
   }
-  let doc: unknown;
+  const text = fs.readFileSync(file, "utf8");
+  let typed: unknown;
+  let literal: unknown;
   try {
-    doc = parse(fs.readFileSync(file, "utf8"));
+    typed = parse(text);
+    // Pulumi reads a config scalar as its text: `appTag: 1.10` is release "1.10", not the number 1.1.
+    literal = parse(text, { schema: "failsafe" });
   } catch (error) {
     throw new PlanInputError(`${path.basename(file)} is not valid YAML: ${(error as Error).message}`);
   }
-  const entries = (doc as { config?: Record<string, unknown> } | null)?.config ?? {};
+  const entries = (literal as { config?: Record<string, unknown> } | null)?.config ?? {};
+  const typedEntries = (typed as { config?: Record<string, unknown> } | null)?.config ?? {};
   if (typeof entries !== "object" || Array.isArray(entries)) throw new PlanInputError(`${path.basename(file)}: "config" must be a mapping of keys to values.`);
+  // A null scalar (`key:`, `~`, `null`) is an empty value to Pulumi, not the word "null".
+  const asPulumi = (value: unknown, typedValue: unknown): unknown =>
+    typedValue === null ? "" : Array.isArray(value) ? value.map((v, i) => asPulumi(v, (typedValue as unknown[])[i])) : value;
   const config: Record<string, string> = {};
   const secretKeys: string[] = [];
-  for (const [rawKey, value] of Object.entries(entries)) {
+  for (const [rawKey, literalValue] of Object.entries(entries)) {
     const key = rawKey.includes(":") ? rawKey : `${PROJECT}:${rawKey}`;
+    const value = asPulumi(literalValue, typedEntries[rawKey]);
     if (value && typeof value === "object" && !Array.isArray(value) && "secure" in value) {
       secretKeys.push(key);
       config[key] = SECRET;
@@ -67,7 +76,7 @@ export async function buildPlan(stack: string, options: { root?: string; outDir?
   const root = options.root ?? ROOT;
   const stackFile = readStackFile(stack, root);
   // Same validation as `pulumi up`; throws ConfigError listing every problem.
-  const cfg: StackConfig = validateConfig(stack, projectConfig(stackFile.config), stackFile.secretKeys);
+  const cfg: StackConfig = validateConfig(stack, projectConfig(stackFile.config), stackFile.secretKeys, { allConfig: stackFile.config });
 
   const { resources, result } = await runWithMocks(
     { project: PROJECT, stack, preview: true, config: stackFile.config, secretKeys: stackFile.secretKeys },

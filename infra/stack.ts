@@ -33,7 +33,7 @@ export function loadStackConfig(): StackConfig {
     // The engine hands the program decrypted config: the roles' own checks run on the clear secret
     // values too, so a bad secret stops `pulumi up` before the server exists. Problems never quote them.
     const secretValues = Object.fromEntries(Object.keys(SECRET_KEYS).map((key) => [key, raw[key]]));
-    return validateConfig(pulumi.getStack(), raw, encryptedConfigKeys(), { secretValues });
+    return validateConfig(pulumi.getStack(), raw, encryptedConfigKeys(), { secretValues, allConfig: pulumi.runtime.allConfig() });
   } catch (error) {
     // RunError is shown to the user without a stack trace, and `pulumi up` exits non-zero.
     if (error instanceof ConfigError) throw new pulumi.RunError(error.message);

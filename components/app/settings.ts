@@ -141,8 +141,9 @@ export function appSettingsProblems(settings: AppSettings): string[] {
 
   const hasUser = s.appRegistryUser !== undefined && s.appRegistryUser !== "";
   const hasPassword = s.appRegistryPassword !== undefined && s.appRegistryPassword !== "";
-  if (hasUser && (typeof s.appRegistryUser !== "string" || /\s/.test(s.appRegistryUser) || CONTROL.test(s.appRegistryUser))) {
-    add("appRegistryUser", `${JSON.stringify(s.appRegistryUser)} must be a user name without spaces`);
+  if (hasUser && (typeof s.appRegistryUser !== "string" || /\s/.test(s.appRegistryUser) || CONTROL.test(s.appRegistryUser) || s.appRegistryUser.startsWith("-"))) {
+    // It reaches `docker login --username`, where a leading "-" would read as an option.
+    add("appRegistryUser", `${JSON.stringify(s.appRegistryUser)} must be a user name without spaces, not starting with "-"`);
   }
   if (hasPassword && (typeof s.appRegistryPassword !== "string" || CONTROL.test(s.appRegistryPassword))) {
     add("appRegistryPassword", "must be one line of text");

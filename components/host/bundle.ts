@@ -237,12 +237,12 @@ export function renderRoleBundle(role: HostRole): string {
     main.push(`  ensure_dir ${shq(dir.path)} ${shq(statMode(dir.mode))} ${shq(dir.owner ?? "root")} ${shq(dir.group ?? "")}`);
   }
   if (role.files.length > 0) {
-    main.push("  rollback_armed=1");
+    main.push("  mark_pending");
     role.files.forEach((_, index) => main.push(`  file_${index}`));
   }
   if (role.validate !== undefined) {
     main.push(
-      "  if ((changes > 0)); then",
+      "  if ((changes > 0 || recovering)); then",
       "    step='validate'",
       "    run_snippet role_validate 'validation'",
       "  fi",
@@ -252,7 +252,7 @@ export function renderRoleBundle(role: HostRole): string {
     main.push("  step='handlers'");
     handlers.forEach((h, i) => {
       main.push(
-        `  if any_file_changed ${h.files.join(" ")}; then`,
+        `  if ((recovering)) || any_file_changed ${h.files.join(" ")}; then`,
         `    say ${shq(`handler: ${h.label}`)}`,
         `    due_handlers+=(${i})`,
         `    run_snippet handler_${i} ${shq(`handler ${h.label}`)}`,

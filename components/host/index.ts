@@ -212,6 +212,8 @@ export class Host extends pulumi.ComponentResource {
             parent: this,
             dependsOn: [this.attachment, ...(previous ? [previous] : []), ...(role.dependsOn ?? [])],
             customTimeouts: { create: "30m", update: "30m" },
+            // What a role printed (paths, a deploy's steps) is kept encrypted in the state, like its bundle.
+            additionalSecretOutputs: ["stdout", "stderr"],
           },
         ),
       );

@@ -9,8 +9,11 @@ export const HOSTNAME_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 /** A fully qualified domain name: labels joined by dots, the last one starting with a letter (so not an IP address). */
 export const DOMAIN_NAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$/;
 
-/** An e-mail address as Let's Encrypt and Alertmanager take it: no spaces or quotes, a dotted domain. */
-export const EMAIL_ADDRESS = /^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$/;
+/**
+ * An e-mail address as Let's Encrypt and Alertmanager take it: no spaces or quotes, a dotted domain,
+ * and not starting with "-" (it reaches certbot's command line, where it would read as an option).
+ */
+export const EMAIL_ADDRESS = /^(?!-)[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$/;
 
 /** A PostgreSQL identifier LeanInfra creates unquoted. */
 export const SQL_IDENTIFIER = /^[a-z_][a-z0-9_]{0,62}$/;

@@ -185,6 +185,9 @@ test("roles run one after another; the proxy bundle carries the origin key and i
   const { byType } = await plan("prod", base);
   const proxy = byType("command:remote:Command").find((r) => r.name === "host-role-proxy")!;
   assert.ok(proxy.options.dependsOn.includes("command:remote:Command::host-role-postgres"));
+  for (const command of byType("command:remote:Command")) {
+    for (const output of ["stdout", "stderr"]) assert.ok(command.options.additionalSecretOutputs.includes(output), `${command.name}'s ${output} is secret in the state`);
+  }
   assert.ok(proxy.secretInputs.includes("stdin"), "the proxy bundle holds the origin private key: secret");
   assert.match(String(proxy.inputs.stdin), /-----BEGIN PRIVATE KEY----- edge-origin-key/);
 });

@@ -1,17 +1,11 @@
 // Every refusal of every role reaches the user of `npm run plan` as a config problem: exit 2, the
 // "configuration problems" message naming the key, no stack trace, nothing rendered.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
-import * as os from "node:os";
-import * as path from "node:path";
 import test from "node:test";
-import { stringify } from "yaml";
 import { ROLES } from "../../infra/roles";
 import { MINIMAL_CONFIG } from "../lib/mock-cloud";
-
-const REPO = path.resolve(__dirname, "../..");
-const PLAN = path.join(REPO, "infra/plan.ts");
+import { refusalProblem, runPlans } from "../lib/plan-cli";
 
 interface Refusal {
   /** What is set on top of the minimal stack (keys without the `leaninfra:` prefix). */
@@ -77,43 +71,15 @@ test("the refusal table covers every role of the stack and every key each role o
   }
 });
 
-/** Runs `npm run plan`'s command on a stack file in a temp project: exit code, stdout, stderr. */
-function plan(config: Record<string, unknown>): Promise<{ code: number | null; stdout: string; stderr: string; dir: string }> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "leaninfra-refusal-"));
-  fs.copyFileSync(path.join(REPO, "Pulumi.yaml"), path.join(dir, "Pulumi.yaml"));
-  const entries = Object.fromEntries(Object.entries(config).map(([k, v]) => [`leaninfra:${k}`, v]));
-  fs.writeFileSync(path.join(dir, "Pulumi.refusal.yaml"), stringify({ config: entries }));
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ["--require", "ts-node/register/transpile-only", PLAN, "--stack", "refusal"], {
-      cwd: dir,
-      env: { ...process.env, TS_NODE_PROJECT: path.join(REPO, "tsconfig.json"), NODE_PATH: path.join(REPO, "node_modules") },
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    child.on("close", (code) => resolve({ code, stdout, stderr, dir }));
-  });
-}
-
 const cases = Object.entries(REFUSALS).flatMap(([role, refusals]) => refusals.map((refusal) => ({ role, ...refusal })));
 
 test(`every role's refusals (${cases.length}) end npm run plan with exit 2 and the config-problems message, before anything is rendered`, async () => {
-  // Two at a time: each run is its own Node process.
-  const results: Awaited<ReturnType<typeof plan>>[] = [];
-  for (let i = 0; i < cases.length; i += 2) results.push(...(await Promise.all(cases.slice(i, i + 2).map((c) => plan({ ...MINIMAL_CONFIG, ...c.set })))));
+  const results = await runPlans(cases.map((c) => ({ ...MINIMAL_CONFIG, ...c.set })), "refusal");
   const failures: string[] = [];
   cases.forEach((c, i) => {
-    const { code, stdout, stderr, dir } = results[i];
-    const label = `${c.role}: ${JSON.stringify(c.set).slice(0, 120)}`;
-    const line = stderr.split("\n").find((l) => l.startsWith(`  - leaninfra:${c.key}: `));
-    if (code !== 2) failures.push(`${label}: exit ${code}\n${stderr.slice(0, 600)}`);
-    else if (!stderr.startsWith('Stack "refusal" has ')) failures.push(`${label}: not the config-problems message: ${stderr.slice(0, 300)}`);
-    else if (!line) failures.push(`${label}: no problem names leaninfra:${c.key}: ${stderr.slice(0, 600)}`);
-    else if (!line.includes(c.says)) failures.push(`${label}: the problem does not say "${c.says}": ${line}`);
-    else if (/\n\s+at /.test(stderr)) failures.push(`${label}: a stack trace: ${stderr.slice(0, 600)}`);
-    else if (stdout !== "" || fs.existsSync(path.join(dir, "out"))) failures.push(`${label}: something was rendered`);
-    fs.rmSync(dir, { recursive: true, force: true });
+    const problem = refusalProblem(results[i], "refusal", `leaninfra:${c.key}`, c.says);
+    if (problem) failures.push(`${c.role}: ${JSON.stringify(c.set).slice(0, 120)}: ${problem}`);
+    fs.rmSync(results[i].dir, { recursive: true, force: true });
   });
   assert.deepEqual(failures, []);
 });

@@ -173,3 +173,55 @@ test("a failing validate puts every changed file back and names the role", { tim
     assert.equal(back.stdout, "[demo] no changes\n", show(back));
   });
 });
+
+test("an interrupted run rolls back on TERM; a killed one is validated and its handlers run by the next run", { timeout: 5 * 60_000 }, async () => {
+  // Validation takes long only while /run/demo-slow exists, so one bundle (one digest) serves both runs.
+  const slowValidate = "if [ -e /run/demo-slow ]; then touch /run/demo-validating; sleep 60; fi\ngrep -qx 'valid=yes' /etc/demo/app.conf";
+  const v1 = demoRole("valid=yes\nrelease=1\n", { validate: slowValidate });
+  const v2 = demoRole("valid=yes\nrelease=2\n", { validate: slowValidate });
+  await withDebianRoot((root) => {
+    const appConf = () => fs.readFileSync(root.hostPath("/etc/demo/app.conf"), "utf8");
+    const handlerRuns = () => fs.readFileSync(root.hostPath("/var/log/demo-handler.log"), "utf8").split("\n").filter(Boolean).length;
+    const pending = root.hostPath(`${ROLE_MARKER_DIR}/demo.pending`);
+    fs.writeFileSync(root.hostPath("/root/v2.sh"), renderRoleBundle(v2));
+    /** Runs v2 in its own process group, waits until it validates, then sends the group `signal`. */
+    const interrupt = (signal: string) =>
+      root.run(`rm -f /run/demo-validating; touch /run/demo-slow
+setsid bash -s </root/v2.sh >/root/run.out 2>/root/run.err &
+pid=$!
+for _ in $(seq 300); do [ -e /run/demo-validating ] && break; sleep 0.1; done
+kill -${signal} -- -"$pid"
+status=0; wait "$pid" || status=$?
+rm -f /run/demo-slow
+cat /root/run.out; cat /root/run.err >&2
+echo "exit=$status"`);
+
+    assert.equal(applyBundle(root, renderRoleBundle(v1)).code, 0);
+    const before = handlerRuns();
+
+    const term = interrupt("TERM");
+    assert.match(term.stdout, /exit=1$/m, show(term));
+    assert.match(term.stderr, /^\[demo\] restored \/etc\/demo\/app\.conf to its previous version$/m, show(term));
+    assert.match(term.stderr, /^\[demo\] FAILED during validate: interrupted by SIGTERM$/m, show(term));
+    assert.equal(appConf(), "valid=yes\nrelease=1\n", "TERM puts the previous file back");
+    assert.ok(!fs.existsSync(pending), "a complete rollback leaves nothing pending");
+    assert.equal(handlerRuns(), before);
+
+    const killed = interrupt("KILL");
+    assert.match(killed.stdout, /exit=137$/m, show(killed));
+    assert.equal(appConf(), "valid=yes\nrelease=2\n", "KILL leaves the new, unvalidated file");
+    assert.ok(fs.existsSync(pending), "the killed run is recorded as pending");
+    assert.equal(fs.readFileSync(root.hostPath(`${ROLE_MARKER_DIR}/demo.sha256`), "utf8"), `${roleDigest(v1)}\n`, "the marker still names the last good run");
+
+    const next = applyBundle(root, renderRoleBundle(v2));
+    assert.equal(next.code, 0, show(next));
+    assert.match(next.stdout, /^\[demo\] an earlier run was stopped after changing files: validating them and running every handler again$/m, show(next));
+    assert.match(next.stdout, /^\[demo\] handler: echo reload >> \/var\/log\/demo-handler\.log/m, show(next));
+    assert.equal(handlerRuns(), before + 1, "the handler the killed run never reached has run");
+    assert.ok(!fs.existsSync(pending));
+    assert.equal(fs.readFileSync(root.hostPath(`${ROLE_MARKER_DIR}/demo.sha256`), "utf8"), `${roleDigest(v2)}\n`);
+
+    const again = applyBundle(root, renderRoleBundle(v2));
+    assert.equal(again.stdout, "[demo] no changes\n", show(again));
+  });
+});

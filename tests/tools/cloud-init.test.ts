@@ -5,6 +5,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import test from "node:test";
 import { bootFiles, renderCloudInit } from "../../components/host/cloud-init";
+import { ConfigError, validateConfig } from "../../infra/config";
+import { MINIMAL_CONFIG } from "../lib/mock-cloud";
 import { assertShellcheckClean } from "../lib/shellcheck";
 
 const REPO = path.resolve(__dirname, "../..");
@@ -51,5 +53,47 @@ test("cloud-init 25 (Debian 13) accepts the rendered user data, and rejects a br
 test("shellcheck passes the scripts cloud-init writes", () => {
   for (const file of bootFiles(settings).filter((f) => f.content.startsWith("#!"))) {
     assertShellcheckClean(file.path, file.content);
+  }
+});
+
+// Comments a key may carry that look like YAML syntax, quoting or other scripts: all printable text.
+const ODD_COMMENTS = [
+  "o'hara \"quoted\" #hash: colon & *star !bang %pct @at `tick` {brace} [bracket] | > - ? ,",
+  "---",
+  "... \\backslash \\n not-a-newline $HOME $(id) ;rm -rf /",
+  "café 日本語 🔑 ‮rtl‬",
+  "true",
+  "null ~ 0x10 1e3 .inf",
+];
+
+test("user data rendered from odd but printable config values parses back with cloud-init's own PyYAML (Debian 13) to the same values; non-text characters are refused first", { timeout: 600_000 }, () => {
+  const root = debianRoot();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "leaninfra-yaml-"));
+  try {
+    const keys = ODD_COMMENTS.map((comment) => `${KEY.split(" ").slice(0, 2).join(" ")} ${comment}`);
+    keys.forEach((key, i) => {
+      const cfg = validateConfig("prod", { ...MINIMAL_CONFIG, adminSshPublicKey: key });
+      fs.writeFileSync(path.join(dir, `user-data-${i}`), renderCloudInit({ ...settings, adminSshPublicKey: cfg.adminSshPublicKey }));
+    });
+    const parse = spawnSync(
+      "systemd-nspawn",
+      [
+        "--quiet", "--register=no", "--keep-unit", "--read-only", `--bind-ro=${dir}:/mnt`, "-D", root,
+        "python3", "-c",
+        "import glob, json, yaml\nprint(json.dumps([yaml.safe_load(open(f'/mnt/user-data-{i}', encoding='utf-8'))['users'][0]['ssh_authorized_keys'][0] for i in range(len(glob.glob('/mnt/user-data-*')))]))",
+      ],
+      { encoding: "utf8" },
+    );
+    assert.equal(parse.status, 0, parse.stderr);
+    assert.deepEqual(JSON.parse(parse.stdout), keys, "PyYAML reads back exactly the key given");
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  for (const bad of ["\t", "\u007f", "\u0085", "\u2028", "\ufffe", "\uffff", "\ud800"]) {
+    assert.throws(
+      () => validateConfig("prod", { ...MINIMAL_CONFIG, adminSshPublicKey: `${KEY} a${bad}b` }),
+      (error: unknown) => error instanceof ConfigError && error.problems.some((p) => p.startsWith("leaninfra:adminSshPublicKey: ") && p.includes("is not printable text")),
+      JSON.stringify(bad),
+    );
   }
 });

@@ -13,6 +13,10 @@ readonly marker_dir='/var/lib/leaninfra/roles'
 readonly backup_dir='/var/lib/leaninfra/backups'
 # @settings-end
 marker="$marker_dir/$role.sha256"
+# Present while a run is between changing its first file and recording success: a run killed there
+# (SIGKILL, a lost machine) leaves it, and the next run validates and runs every handler again.
+pending="$marker_dir/$role.pending"
+recovering=0
 backup_root="$backup_dir/$role"
 changes=0
 step='start'
@@ -37,10 +41,16 @@ fail() {
   fi
   if [[ $rollback_armed == 1 ]]; then
     rollback_armed=0
-    rollback
+    # Everything put back: the host is as the last good run left it.
+    if rollback; then rm -f -- "$pending"; fi
   fi
   printf '[%s] FAILED during %s: %s\n' "$role" "$step" "$*" >&2
   exit 1
+}
+
+# INT, TERM or HUP (Ctrl-C, a killed pulumi, a dropped SSH connection): roll back like any failure.
+interrupted() {
+  fail "interrupted by SIG$1"
 }
 
 on_error() {
@@ -184,8 +194,9 @@ put_file() {
 }
 
 # Puts back every file this run changed, newest first; files this run created are removed.
+# Returns non-zero when a file could not be put back.
 rollback() {
-  local i target tmp
+  local i target tmp status=0
   for ((i = ${#file_paths[@]} - 1; i >= 0; i--)); do
     target=${file_paths[i]}
     case ${file_state[i]:-} in
@@ -195,6 +206,7 @@ rollback() {
           say "restored $target to its previous version" >&2
         else
           rm -f -- "${tmp:-}"
+          status=1
           say "COULD NOT restore $target; its previous version is in $backup_root$target" >&2
         fi
         ;;
@@ -202,6 +214,7 @@ rollback() {
         if rm -f -- "$target"; then
           say "removed $target (it did not exist before this run)" >&2
         else
+          status=1
           say "COULD NOT remove $target (it did not exist before this run)" >&2
         fi
         ;;
@@ -216,6 +229,14 @@ rollback() {
       say "handler ${handler_labels[h]} also failed for the restored files; the service needs a look" >&2
     fi
   done
+  return "$status"
+}
+
+# Before the first file changes: from here until the marker is written, a killed run is noticed.
+mark_pending() {
+  mkdir -p -- "$marker_dir"
+  : >"$pending"
+  rollback_armed=1
 }
 
 any_file_changed() {
@@ -259,6 +280,7 @@ record_apply_changes() {
 
 write_marker() {
   step='marker'
+  rm -f -- "$pending"
   if [[ -f $marker && $(<"$marker") == "$role_digest" ]]; then return 0; fi
   mkdir -p -- "$marker_dir"
   local tmp
@@ -281,6 +303,9 @@ finish() {
 start() {
   trap 'on_error $? $LINENO "$BASH_COMMAND"' ERR
   trap cleanup EXIT
+  trap 'interrupted INT' INT
+  trap 'interrupted TERM' TERM
+  trap 'interrupted HUP' HUP
   if [[ $EUID -ne 0 ]]; then
     fail "must run as root (the Host runs it with: sudo bash -s < bundle)"
   fi
@@ -288,5 +313,10 @@ start() {
   exec 9>/run/lock/leaninfra-bundle.lock
   if ! flock -w 900 9; then
     fail "another LeanInfra bundle held /run/lock/leaninfra-bundle.lock for 15 minutes"
+  fi
+  if [[ -f $pending ]]; then
+    # shellcheck disable=SC2034 # read by the role's main, which bundle.ts renders after this file
+    recovering=1
+    say "an earlier run was stopped after changing files: validating them and running every handler again"
   fi
 }
