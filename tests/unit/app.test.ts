@@ -22,6 +22,7 @@ import { SettingsError, StackFacts, placeholderInputs, placeholderPassword } fro
 import { bundleDigest, renderRoleBundle } from "../../components/host/bundle";
 import { LAYOUT } from "../../components/host/layout";
 import { assertShellcheckClean } from "../lib/shellcheck";
+import { TEST_FACTS } from "../lib/facts";
 
 const DB_PASSWORD = "db-pw-91c3e7a0-never-print";
 const REGISTRY_PASSWORD = "reg-pw-2b7f0d55-never-print";
@@ -197,23 +198,7 @@ const BAD: [string, Partial<AppSettings>, RegExp][] = [
 ];
 
 /** The stack-wide facts render gets beside the app's slice (the app reads none of them). */
-const FACTS: StackFacts = {
-  stack: "test",
-  domain: "example.com",
-  hostname: "app",
-  fqdn: "app.example.com",
-  adminUser: "ops",
-  canonicalHost: "apex",
-  extraHostnames: [],
-  staticHostname: "",
-  staticPathPrefixes: [],
-  cdnProxy: true,
-  volumeSizeGb: 10,
-  backupRetentionDays: 35,
-  backupLockDays: 14,
-  memoryMb: 4096,
-  vcpus: 2,
-};
+const FACTS: StackFacts = { ...TEST_FACTS, stack: "test", staticPathPrefixes: [], volumeSizeGb: 10, memoryMb: 4096, vcpus: 2 };
 
 /** The definition's render, called the way the stack calls it: the slice with the facts, and the inputs. */
 function renderDefinition(s: AppSettings) {

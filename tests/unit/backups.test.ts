@@ -34,6 +34,7 @@ import { renderRoleBundle } from "../../components/host/bundle";
 import { SettingsError, StackFacts } from "../../components/host/define";
 import { POSTGRES_PATHS } from "../../components/postgres";
 import { assertShellcheckClean } from "../lib/shellcheck";
+import { TEST_FACTS } from "../lib/facts";
 
 const SECRET_KEY = "9f".repeat(32);
 const PASSPHRASE = "Kq7vN2xL9pR4tW8zB3mC6fH1jD5gS0aE";
@@ -364,23 +365,7 @@ test("the rendered scripts: the library inlined, the settings filled in, shellch
   assert.match(withCa.apply!, new RegExp(`^readonly ca_file='${BACKUPS_PATHS.storageCaFile}'$`, "m"));
 });
 
-const FACTS: StackFacts = {
-  stack: "prod",
-  domain: "example.com",
-  hostname: "app",
-  fqdn: "app.example.com",
-  adminUser: "ops",
-  canonicalHost: "apex",
-  extraHostnames: [],
-  staticHostname: "static",
-  staticPathPrefixes: [],
-  cdnProxy: true,
-  volumeSizeGb: 40,
-  backupRetentionDays: 35,
-  backupLockDays: 14,
-  memoryMb: 8192,
-  vcpus: 4,
-};
+const FACTS: StackFacts = { ...TEST_FACTS, staticHostname: "static", staticPathPrefixes: [], volumeSizeGb: 40 };
 const INPUTS = { s3: { ...settings.s3, region: "auto" }, cipherPassphrase: PASSPHRASE, postgresDatabase: "app" };
 
 test("the role definition: its slice's defaults, its inputs, and render gives the role backupsRole gives", () => {

@@ -5,28 +5,13 @@ import * as path from "node:path";
 import { BASE_DIRECTORIES, baseRole, baseSettingsProblems, role } from "../../components/base";
 import { SettingsError, StackFacts } from "../../components/host/define";
 import { assertShellcheckClean } from "../lib/shellcheck";
+import { TEST_FACTS } from "../lib/facts";
 
 // z.object({}) parses to Record<string, never>, which no settings object with StackFacts satisfies in TypeScript.
 const settingsOf = (adminUser: string) => ({ ...FACTS, adminUser, ...role.settings.parse({}) }) as unknown as Parameters<typeof role.render>[0];
 const FILES = path.join(__dirname, "..", "..", "components", "base", "files");
 
-const FACTS: StackFacts = {
-  stack: "unit",
-  domain: "example.com",
-  hostname: "app",
-  fqdn: "app.example.com",
-  adminUser: "ops",
-  canonicalHost: "apex",
-  extraHostnames: [],
-  staticHostname: "",
-  staticPathPrefixes: ["/assets/", "/static/"],
-  cdnProxy: true,
-  volumeSizeGb: 20,
-  backupRetentionDays: 35,
-  backupLockDays: 14,
-  memoryMb: 8192,
-  vcpus: 4,
-};
+const FACTS: StackFacts = { ...TEST_FACTS, stack: "unit" };
 
 test("the base definition: first in the list, no config keys of its own, the admin user from the stack", () => {
   assert.equal(role.name, "base");

@@ -24,6 +24,7 @@ import {
 } from "../../components/postgres";
 import prices from "../../infra/data/prices.json";
 import { assertShellcheckClean } from "../lib/shellcheck";
+import { TEST_FACTS } from "../lib/facts";
 
 const PASSWORD = "k3J9-vQ2:xW7\\pL5$rT8'";
 const settings: PostgresSettings = { memoryMb: 8192, vcpus: 4, postgresMaxConnections: 0, postgresDatabase: "app", postgresUser: "app", password: PASSWORD };
@@ -254,23 +255,7 @@ test("the health check refuses settings overridden outside conf.d for every mana
 });
 
 /** The stack-wide facts render gets beside the postgres slice (it reads memoryMb and vcpus). */
-const FACTS: StackFacts = {
-  stack: "test",
-  domain: "example.com",
-  hostname: "app",
-  fqdn: "app.example.com",
-  adminUser: "ops",
-  canonicalHost: "apex",
-  extraHostnames: [],
-  staticHostname: "",
-  staticPathPrefixes: [],
-  cdnProxy: true,
-  volumeSizeGb: 10,
-  backupRetentionDays: 35,
-  backupLockDays: 14,
-  memoryMb: 8192,
-  vcpus: 4,
-};
+const FACTS: StackFacts = { ...TEST_FACTS, stack: "test", staticPathPrefixes: [], volumeSizeGb: 10 };
 
 /** The slice as the config parses it (defaults filled in), with the facts. */
 const sliceWithFacts = (raw: Record<string, unknown> = {}) => ({ ...postgresDefinition.settings.parse(raw), ...FACTS });

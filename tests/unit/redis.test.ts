@@ -20,6 +20,7 @@ import {
   renderRedisSystemdDropIn,
 } from "../../components/redis";
 import { assertShellcheckClean } from "../lib/shellcheck";
+import { TEST_FACTS } from "../lib/facts";
 
 const PASSWORD = "r3d1s-App-Secret:\\'x9";
 const ADMIN_PASSWORD = "r3d1s-Admin-Secret-77";
@@ -166,23 +167,7 @@ for (const job of REDIS_JOB_NAMES) {
 }
 
 /** The stack-wide facts render gets beside the redis slice (it reads memoryMb). */
-const FACTS: StackFacts = {
-  stack: "test",
-  domain: "example.com",
-  hostname: "app",
-  fqdn: "app.example.com",
-  adminUser: "ops",
-  canonicalHost: "apex",
-  extraHostnames: [],
-  staticHostname: "",
-  staticPathPrefixes: [],
-  cdnProxy: true,
-  volumeSizeGb: 10,
-  backupRetentionDays: 35,
-  backupLockDays: 14,
-  memoryMb: 8192,
-  vcpus: 4,
-};
+const FACTS: StackFacts = { ...TEST_FACTS, stack: "test", staticPathPrefixes: [], volumeSizeGb: 10 };
 
 const sliceWithFacts = (raw: Record<string, unknown> = {}) => ({ ...redisDefinition.settings.parse(raw), ...FACTS });
 const INPUTS = { password: placeholderPassword("redis-app-password"), adminPassword: placeholderPassword("redis-admin-password") };
