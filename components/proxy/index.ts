@@ -80,6 +80,11 @@ export function proxySettingsProblems(s: ProxySettings): string[] {
   if (s.staticHostname !== "" && (!HOSTNAME_LABEL.test(s.staticHostname) || s.staticHostname === "www")) {
     add("staticHostname", `${JSON.stringify(s.staticHostname)} is not a host name label other than www (accepted: "" for none, or a label such as static)`);
   }
+  // A cached prefix must never hold an auth path: Cloudflare would keep and serve its answers.
+  s.authPaths.forEach((authPath, i) => {
+    const cached = authPath === "/" ? undefined : s.staticPathPrefixes.find((prefix) => authPath.startsWith(prefix) || prefix.startsWith(authPath));
+    if (cached) add(`authPaths[${i}]`, `${JSON.stringify(authPath)} overlaps the static path prefix ${cached}, which Cloudflare caches (accepted: an auth path outside staticPathPrefixes)`);
+  });
   s.extraHostnames.forEach((label, i) => {
     if (!HOSTNAME_LABEL.test(label)) add(`extraHostnames[${i}]`, `${JSON.stringify(label)} is not a host name label (accepted: a-z, 0-9 and '-', e.g. grafana)`);
     else if (label === "www" || label === s.staticHostname || s.extraHostnames.indexOf(label) !== i) {
@@ -302,6 +307,7 @@ export const role = defineRole({
       domain: s.domain,
       canonicalHost: s.canonicalHost,
       staticHostname: s.staticHostname,
+      staticPathPrefixes: s.staticPathPrefixes,
       extraHostnames: s.extraHostnames,
       cdnProxy: s.cdnProxy,
       cloudflareRanges: inputs.cloudflareRanges,

@@ -27,8 +27,10 @@ export type ProxyTls = ({ mode: "cloudflare" } & OriginTls) | { mode: "letsencry
 export interface ProxySettings {
   domain: string;
   canonicalHost: "apex" | "www";
-  /** "" or a label (e.g. "static"): served by the app like the site. */
+  /** "" or a label (e.g. "static"): serves only staticPathPrefixes (Cloudflare caches everything there), 404 the rest. */
   staticHostname: string;
+  /** The path prefixes of static files, which Cloudflare caches. */
+  staticPathPrefixes: readonly string[];
   /** Labels claimed by later roles (e.g. "grafana"); until then they answer 404. */
   extraHostnames: readonly string[];
   /** Behind Cloudflare's proxy: the client address comes from CF-Connecting-IP, sent by cloudflareRanges only. */
@@ -131,6 +133,7 @@ const TEMPLATES = Object.freeze({
   realIpCloudflare: "real-ip-cloudflare.conf",
   securityHeaders: "security-headers.conf",
   acmeChallenge: "acme-challenge.conf",
+  proxyToApp: "proxy-to-app.conf",
   maintenancePage: "maintenance.html",
   certbotDeployHook: "certbot-deploy-hook.sh",
 });
@@ -232,6 +235,31 @@ export function renderNginxSiteConf(s: ProxySettings): string {
           ...block("server", [...LISTEN_TLS, `server_name ${names.extra.join(" ")};`, `include ${LAYOUT.nginx.release};`, ...securityHeaders, "return 404;"]),
         ];
 
+  const proxyToApp = snippetLines(TEMPLATES.proxyToApp, {
+    maintenance_uri: MAINTENANCE_URI,
+    maintenance_page: LAYOUT.nginx.maintenancePage,
+    security_headers: securityHeaders,
+    retry_after_seconds: MAINTENANCE_RETRY_AFTER_SECONDS,
+  });
+  // Cloudflare caches everything on the static host (components/edge/rules.ts): only static files may answer there.
+  const staticServer = s.staticHostname
+    ? [
+        "",
+        "# The static host: only the static path prefixes reach the app; anything else is 404, so no page",
+        "# of the app can ever be cached at the edge under this name.",
+        ...block("server", [
+          ...LISTEN_TLS,
+          `server_name ${s.staticHostname}.${s.domain};`,
+          `include ${LAYOUT.nginx.release};`,
+          ...securityHeaders,
+          "",
+          ...proxyToApp,
+          "",
+          ...s.staticPathPrefixes.flatMap((prefix) => block(`location ^~ ${prefix}`, ["proxy_pass http://leaninfra_app;"])),
+          ...block("location /", ["return 404;"]),
+        ]),
+      ]
+    : [];
   return fillTemplate(TEMPLATES.siteConf, {
     first_upstream_line: FIRST_UPSTREAM_LINE,
     upstream_file: LAYOUT.nginx.upstream,
@@ -241,11 +269,10 @@ export function renderNginxSiteConf(s: ProxySettings): string {
     redirected_name: names.redirected,
     canonical_name: names.canonical,
     security_headers: securityHeaders,
-    site_title: names.served.length > 1 ? "The site and the static host" : "The site",
-    served_names: names.served.join(" "),
-    maintenance_uri: MAINTENANCE_URI,
-    maintenance_page: LAYOUT.nginx.maintenancePage,
-    retry_after_seconds: MAINTENANCE_RETRY_AFTER_SECONDS,
+    site_title: "The site",
+    served_names: names.canonical,
+    proxy_to_app: proxyToApp,
+    static_server: staticServer,
     auth_locations:
       authLocations.length > 0
         ? [`# Auth paths: ${burst + 1} requests at once, then ${s.authRateLimitPerMinute} a minute per client address; 429 beyond.`, ...authLocations]

@@ -40,6 +40,7 @@ const REFUSALS: Record<string, Refusal[]> = {
     { set: { cdnProxy: false, acmeEmail: "owner@localhost" }, key: "acmeEmail", says: "is not an e-mail address" },
     { set: { authPaths: ["/"] }, key: "authPaths[0]", says: "would rate-limit the whole site" },
     { set: { authPaths: ["/login", "/login"] }, key: "authPaths[1]", says: "is listed twice" },
+    { set: { authPaths: ["/login", "/assets/login"] }, key: "authPaths[1]", says: "overlaps the static path prefix /assets/" },
     { set: { authRateLimitPerMinute: 0 }, key: "authRateLimitPerMinute", says: "at least 1" },
     { set: { clientMaxBodyMb: 4096 }, key: "clientMaxBodyMb", says: "at most 1024" },
   ],

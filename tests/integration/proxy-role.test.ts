@@ -29,6 +29,7 @@ function settingsFor(pki: ReturnType<typeof makeTestPki>): ProxySettings {
     domain: "example.com",
     canonicalHost: "apex",
     staticHostname: "static",
+    staticPathPrefixes: ["/assets/", "/static/"],
     extraHostnames: ["grafana"],
     cdnProxy: true,
     // The probes come from loopback: 127.0.0.1 stands in for a Cloudflare edge, 127.0.0.2 does not.
@@ -193,7 +194,9 @@ probe bad_id "\${tls[@]}" "\${cf[@]}" -H 'X-Request-ID: not a token;' https://ex
 probe no_cert "\${tls[@]}" https://example.com/
 probe rogue_cert "\${tls[@]}" --cert /root/tls/rogue.pem --key /root/tls/rogue.key https://example.com/
 probe www "\${tls[@]}" "\${cf[@]}" 'https://www.example.com/some/path?q=1&r=2'
-probe static "\${tls[@]}" "\${cf[@]}" https://static.example.com/app.css
+probe static "\${tls[@]}" "\${cf[@]}" https://static.example.com/assets/app.css
+probe static_page "\${tls[@]}" "\${cf[@]}" https://static.example.com/account
+probe static_auth "\${tls[@]}" "\${cf[@]}" https://static.example.com/login
 probe extra "\${tls[@]}" "\${cf[@]}" https://grafana.example.com/
 probe unknown_sni "\${tls[@]}" "\${cf[@]}" https://unknown.example.com/
 probe ip_https -k "\${cf[@]}" https://127.0.0.1/
@@ -263,6 +266,8 @@ echo probes-done`;
       const stat = p("static");
       assert.equal(stat.code, 200, describe("static", stat));
       assert.equal(appSaw(stat).headers["host"], "static.example.com");
+      // Cloudflare caches everything on the static host: a page of the app must not answer there.
+      for (const name of ["static_page", "static_auth"]) assert.equal(p(name).code, 404, describe(name, p(name)));
       assert.equal(p("extra").code, 404);
 
       // Unknown names and IP literals: no TLS handshake (curl 35), no HTTP answer (444: curl 52).

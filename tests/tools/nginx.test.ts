@@ -32,6 +32,7 @@ const cloudflare: ProxySettings = {
   domain: "example.com",
   canonicalHost: "apex",
   staticHostname: "static",
+  staticPathPrefixes: ["/assets/", "/static/"],
   extraHostnames: ["grafana"],
   cdnProxy: true,
   cloudflareRanges: { ipv4Cidrs: [...cloudflareIps.ipv4Cidrs], ipv6Cidrs: [...cloudflareIps.ipv6Cidrs] },

@@ -38,6 +38,7 @@ const cloudflare: ProxySettings = {
   domain: "example.com",
   canonicalHost: "apex",
   staticHostname: "static",
+  staticPathPrefixes: ["/assets/", "/static/"],
   extraHostnames: ["grafana", "status"],
   cdnProxy: true,
   cloudflareRanges: { ipv4Cidrs: [...cloudflareIps.ipv4Cidrs], ipv6Cidrs: [...cloudflareIps.ipv6Cidrs] },
@@ -139,7 +140,7 @@ test("the JSON access log has every field, escaped as JSON, and is the log of ev
 test("request id: the client's sane X-Request-ID or nginx's own, passed to the app and returned", () => {
   const http = renderNginxHttpConf(cloudflare);
   assert.match(http, /map \$http_x_request_id \$leaninfra_request_id \{\n\s+default \$request_id;\n\s+"~\^\[A-Za-z0-9\._:\+=\/@-\]\{1,128\}\$" \$http_x_request_id;/);
-  const site = serverNamed(renderNginxSiteConf(cloudflare), "example.com static.example.com");
+  const site = serverNamed(renderNginxSiteConf(cloudflare), "example.com");
   assert.match(site, /proxy_set_header X-Request-ID \$leaninfra_request_id;/);
   assert.match(site, /proxy_hide_header X-Request-ID;/);
   assert.match(site, /add_header X-Request-ID \$leaninfra_request_id always;/);
@@ -149,7 +150,7 @@ test("auth paths: a limit_req zone on the real client address and one rate-limit
   const http = directives(renderNginxHttpConf(cloudflare));
   assert.ok(http.includes("limit_req_zone $binary_remote_addr zone=leaninfra_auth:10m rate=30r/m;"));
   assert.ok(http.includes("limit_req_status 429;"));
-  const site = serverNamed(renderNginxSiteConf(cloudflare), "example.com static.example.com");
+  const site = serverNamed(renderNginxSiteConf(cloudflare), "example.com");
   for (const prefix of cloudflare.authPaths) {
     assert.match(site, new RegExp(`location \\^~ ${prefix.replace(/\//g, "\\/")} \\{\\n\\s+limit_req zone=leaninfra_auth burst=5 nodelay;\\n\\s+proxy_pass http://leaninfra_app;\\n\\s+\\}`));
   }
@@ -168,13 +169,21 @@ test("the other name redirects (301) to the canonical one with path and query, b
   const wwwSettings = { ...cloudflare, canonicalHost: "www" as const };
   const www = renderNginxSiteConf(wwwSettings);
   assert.match(serverNamed(www, "example.com"), /return 301 https:\/\/www\.example\.com\$request_uri;/);
-  assert.match(serverNamed(www, "www.example.com static.example.com"), /proxy_pass http:\/\/leaninfra_app;/);
+  assert.match(serverNamed(www, "www.example.com"), /proxy_pass http:\/\/leaninfra_app;/);
   assert.deepEqual(proxyHostnames(wwwSettings).served, ["www.example.com", "static.example.com"]);
+  assert.match(serverNamed(www, "static.example.com"), /location \/ \{\n\s+return 404;/);
 });
 
-test("the static host is served like the site, extra names answer 404, without them there is no such server", () => {
+test("the static host serves only the static path prefixes (Cloudflare caches everything there), extra names answer 404, without them there is no such server", () => {
   const conf = renderNginxSiteConf(cloudflare);
-  assert.match(serverNamed(conf, "example.com static.example.com"), /location \/ \{\n\s+proxy_pass http:\/\/leaninfra_app;/);
+  assert.match(serverNamed(conf, "example.com"), /location \/ \{\n\s+proxy_pass http:\/\/leaninfra_app;/);
+  const statics = serverNamed(conf, "static.example.com");
+  for (const prefix of cloudflare.staticPathPrefixes) {
+    assert.match(statics, new RegExp(`location \\^~ ${prefix.replace(/\//g, "\\/")} \\{\\n\\s+proxy_pass http://leaninfra_app;\\n\\s+\\}`));
+  }
+  assert.match(statics, /location \/ \{\n\s+return 404;\n\s+\}/, "any other path: 404, never the app");
+  assert.doesNotMatch(statics, /limit_req|\/login/, "no auth path on the static host");
+  assert.match(statics, /error_page 502 503 504 =503/, "the maintenance page there too");
   const extra = serverNamed(conf, "grafana.example.com status.example.com");
   assert.match(extra, /return 404;/);
   assert.doesNotMatch(extra, /proxy_pass/);
@@ -211,7 +220,7 @@ test("every server includes the deploy's release line before anything returns; t
   const conf = renderNginxSiteConf(cloudflare);
   assert.match(conf, new RegExp(`upstream leaninfra_app \\{\\n(\\s+#.*\\n)?\\s+include ${LAYOUT.nginx.upstream};\\n\\s+keepalive 16;`));
   const blocks = serverBlocks(conf);
-  assert.equal(blocks.length, 6);
+  assert.equal(blocks.length, 7);
   for (const block of blocks) {
     if (block.includes("stub_status")) {
       assert.match(block, /access_log off;/);
@@ -236,7 +245,7 @@ test("stub_status listens on loopback only, on the exported port", () => {
 });
 
 test("the maintenance page answers 502/503/504 with 503 and Retry-After, and keeps the security headers", () => {
-  const site = serverNamed(renderNginxSiteConf(cloudflare), "example.com static.example.com");
+  const site = serverNamed(renderNginxSiteConf(cloudflare), "example.com");
   assert.match(site, /proxy_intercept_errors on;/);
   assert.match(site, /error_page 502 503 504 =503 \/__leaninfra\/maintenance\.html;/);
   const location = site.slice(site.indexOf("location = /__leaninfra/maintenance.html"));
@@ -247,7 +256,7 @@ test("the maintenance page answers 502/503/504 with 503 and Retry-After, and kee
 });
 
 test("security headers, gzip and the body size limit", () => {
-  const site = serverNamed(renderNginxSiteConf(cloudflare), "example.com static.example.com");
+  const site = serverNamed(renderNginxSiteConf(cloudflare), "example.com");
   for (const h of ['Strict-Transport-Security "max-age=31536000"', 'X-Content-Type-Options "nosniff"', 'Referrer-Policy "strict-origin-when-cross-origin"', 'X-Frame-Options "SAMEORIGIN"']) {
     assert.ok(site.includes(`add_header ${h} always;`), h);
   }
