@@ -662,13 +662,15 @@ export interface ValidateOptions {
  * values where known) before anything exists: the same checks `pulumi up` would meet.
  */
 export function roleSettingsProblems(cfg: StackConfig, roles: readonly AnyRoleDefinition[], secretValues: Readonly<Record<string, string | undefined>> = {}): string[] {
-  const keys = new Set([...Object.keys(modelOf(roles).schema.shape), ...Object.keys(modelOf(roles).secretKeys)]);
+  const model = modelOf(roles);
+  const keys = new Set([...Object.keys(model.schema.shape), ...Object.keys(model.secretKeys)]);
   const problems: string[] = [];
   const offers = new Map<string, Record<string, string>>();
   const settings = cfg as unknown as RoleSettings<z.ZodObject>;
+  const stackPlaceholders = stackInputPlaceholders(cfg);
   for (const role of roles) {
     if (role.enabled && !role.enabled(settings)) continue;
-    const inputs = placeholderInputs(role, settings, offers, stackInputPlaceholders(cfg), secretValues);
+    const inputs = placeholderInputs(role, settings, offers, stackPlaceholders, secretValues);
     try {
       const hostRole = role.render(settings, inputs);
       problems.push(...roleProblems(hostRole).map((p) => `${PROJECT}: role ${role.name}: ${p}`));

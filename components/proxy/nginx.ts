@@ -93,9 +93,10 @@ export const FIRST_RELEASE_LINE = `set $leaninfra_release "none";`;
 
 /** The names nginx answers for, grouped by what it does with them. */
 export interface ProxyHostnames {
-  /** Served by the app: the canonical name, then the static host when there is one. */
-  served: string[];
+  /** Served by the app. */
   canonical: string;
+  /** The static host's name, when there is one: only the static path prefixes answer there. */
+  static?: string;
   /** 301 to the canonical name (www or the apex). */
   redirected: string;
   /** 404 until a later role claims them. */
@@ -106,10 +107,9 @@ export interface ProxyHostnames {
 
 export function proxyHostnames(s: Pick<ProxySettings, "domain" | "canonicalHost" | "staticHostname" | "extraHostnames">): ProxyHostnames {
   const canonical = canonicalName(s);
-  const served = [canonical, ...(s.staticHostname ? [`${s.staticHostname}.${s.domain}`] : [])];
   return {
-    served,
     canonical,
+    ...(s.staticHostname ? { static: `${s.staticHostname}.${s.domain}` } : {}),
     redirected: redirectedName(s),
     extra: s.extraHostnames.map((label) => `${label}.${s.domain}`),
     all: edgeHostnames(s),
@@ -242,14 +242,14 @@ export function renderNginxSiteConf(s: ProxySettings): string {
     retry_after_seconds: MAINTENANCE_RETRY_AFTER_SECONDS,
   });
   // Cloudflare caches everything on the static host (components/edge/rules.ts): only static files may answer there.
-  const staticServer = s.staticHostname
+  const staticServer = names.static
     ? [
         "",
         "# The static host: only the static path prefixes reach the app; anything else is 404, so no page",
         "# of the app can ever be cached at the edge under this name.",
         ...block("server", [
           ...LISTEN_TLS,
-          `server_name ${s.staticHostname}.${s.domain};`,
+          `server_name ${names.static};`,
           `include ${LAYOUT.nginx.release};`,
           ...securityHeaders,
           "",
@@ -269,7 +269,6 @@ export function renderNginxSiteConf(s: ProxySettings): string {
     redirected_name: names.redirected,
     canonical_name: names.canonical,
     security_headers: securityHeaders,
-    site_title: "The site",
     served_names: names.canonical,
     proxy_to_app: proxyToApp,
     static_server: staticServer,

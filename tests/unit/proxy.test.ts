@@ -170,7 +170,7 @@ test("the other name redirects (301) to the canonical one with path and query, b
   const www = renderNginxSiteConf(wwwSettings);
   assert.match(serverNamed(www, "example.com"), /return 301 https:\/\/www\.example\.com\$request_uri;/);
   assert.match(serverNamed(www, "www.example.com"), /proxy_pass http:\/\/leaninfra_app;/);
-  assert.deepEqual(proxyHostnames(wwwSettings).served, ["www.example.com", "static.example.com"]);
+  assert.deepEqual([proxyHostnames(wwwSettings).canonical, proxyHostnames(wwwSettings).static], ["www.example.com", "static.example.com"]);
   assert.match(serverNamed(www, "static.example.com"), /location \/ \{\n\s+return 404;/);
 });
 
