@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { ROLE_NAME } from "./names";
 import { shq } from "./script";
 import { HostRole, RoleDirectory, RoleFile } from "./role";
 
@@ -9,7 +10,6 @@ export const ROLE_MARKER_DIR = "/var/lib/leaninfra/roles";
 /** Where a bundle keeps the previous version of each file it replaced (root-only). */
 export const ROLE_BACKUP_DIR = "/var/lib/leaninfra/backups";
 
-const ROLE_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const PACKAGE_NAME = /^[a-z0-9][a-z0-9+.-]+$/;
 const USER_NAME = /^[a-z_][a-z0-9_-]{0,31}$/;
 const MODE = /^0?[0-7]{3,4}$/;

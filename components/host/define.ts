@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { ROLE_NAME } from "./names";
 import { HostRole } from "./role";
 
 /**
@@ -85,7 +86,6 @@ export interface RoleDefinition<S extends z.ZodObject = z.ZodObject, I extends R
 /** A role definition with its types erased, as the stack's list holds it. */
 export type AnyRoleDefinition = RoleDefinition<z.ZodObject, Record<string, unknown>>;
 
-const ROLE_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 
 /** Declares a role; checks the definition's own shape (a programming error, not a config problem). */
 export function defineRole<S extends z.ZodObject, I extends Record<string, unknown> = Record<string, never>>(definition: RoleDefinition<S, I>): RoleDefinition<S, I> {

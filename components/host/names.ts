@@ -3,6 +3,9 @@
  * one definition each, so a value the config accepts is never refused later by a role.
  */
 
+/** A host role's name: its bundle, its log prefix and its marker on the host. */
+export const ROLE_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
 /** One DNS label: a-z, 0-9 and '-', 1-63 characters, not starting or ending with '-'. */
 export const HOSTNAME_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
