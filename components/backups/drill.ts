@@ -6,6 +6,8 @@ import { HOSTNAME_LABEL, RESERVED_APP_ENV, SQL_IDENTIFIER } from "../host/names"
 import { renderScript } from "../host/script";
 import { POSTGRES_CLUSTER, POSTGRES_DEFAULT_PORT, POSTGRES_PATHS, POSTGRES_VERSION } from "../postgres/config";
 import { BACKUPS, PGBACKREST_SCRIPT_SETTINGS } from "./layout";
+import { BACKUPS_PATHS, BACKUP_JOBS } from "./pgbackrest";
+import { restorePausedTimers } from "./units";
 
 /** The drill's and the restore's scripts, beside this module. */
 export const DRILL_SCRIPT_FILE = path.join(__dirname, "files", "leaninfra-drill.sh");
@@ -26,8 +28,6 @@ export interface DrillSettings {
   scratchDir?: string;
   /** The scratch cluster's port (default BACKUPS.scratchPort). */
   scratchPort?: number;
-  /** Where the app's container started against the scratch database listens on 127.0.0.1 (default BACKUPS.drillAppPort). */
-  appPort?: number;
   /** leaninfra:drillRowTolerancePercent: tables with at least exactBelowRows rows in production may differ by this many percent (default 5). */
   drillRowTolerancePercent?: number;
   /** Tables with fewer rows than this in production must match exactly (default 100). */
@@ -44,7 +44,10 @@ export interface DrillSettings {
   appHealthTimeoutSeconds?: number;
   /** How long restoring and replaying WAL may take before the drill gives up, minutes (default 120). */
   restoreTimeoutMinutes?: number;
-  /** Extra KEY=value settings for the drill's app container only, e.g. "MAIL_DELIVERY=off". */
+  /**
+   * leaninfra:drillAppEnv: KEY=value settings for the drill's app container only, over the app's own
+   * (e.g. "MAIL_DELIVERY=off"); the drill itself sets LEANINFRA_DRILL=1 and the scratch DATABASE_URL.
+   */
   appEnv?: string[];
   /** Default BACKUPS.metrics.drill; the tests point it into a temp directory. */
   metricsFile?: string;
@@ -81,13 +84,16 @@ export const DRILL_DEFAULTS = Object.freeze({
 export const DRILL_CONTAINER_NAME = "leaninfra-drill-app";
 /** Read by leaninfra-drill and leaninfra-restore so they never run at the same time. */
 export const DRILL_LOCK_FILE = "/run/lock/leaninfra-drill.lock";
+/** The app role's deploy takes it (components/app/files/leaninfra-deploy.sh); leaninfra-restore holds it too. */
+export const DEPLOY_LOCK_FILE = "/run/lock/leaninfra-deploy.lock";
 export const RESTORE_LOG = `${LAYOUT.logs}/restore.log`;
 /** Settings the drill gives the app container itself; appEnv may not redefine them. */
 const DRILL_RESERVED_ENV: readonly string[] = [...RESERVED_APP_ENV, "LEANINFRA_DRILL"];
 
 // Paths go into single quotes, PostgreSQL's -c options and a socket path (at most 107 bytes): keep them plain.
 const SAFE_PATH = /^\/[A-Za-z0-9._\/-]{1,90}$/;
-const ENV_ENTRY = /^[A-Za-z_][A-Za-z0-9_]*=[^\x00-\x1f\x7f]*$/;
+// Printable text only: no control characters (C0, DEL, C1) nor the non-characters U+FFFE/U+FFFF.
+const ENV_ENTRY = /^[A-Za-z_][A-Za-z0-9_]*=[^\x00-\x1f\x7f-\x9f\ufffe\uffff]*$/;
 
 function isPort(value: number): boolean {
   return Number.isInteger(value) && value >= 1024 && value <= 65535;
@@ -110,7 +116,6 @@ function resolvedDrill(s: DrillSettings) {
     productionDataDir: s.productionDataDir ?? POSTGRES_PATHS.dataDirectory,
     scratchDir: s.scratchDir ?? BACKUPS.scratchDir,
     scratchPort: s.scratchPort ?? BACKUPS.scratchPort,
-    appPort: s.appPort ?? BACKUPS.drillAppPort,
     drillRowTolerancePercent: s.drillRowTolerancePercent ?? DRILL_DEFAULTS.drillRowTolerancePercent,
     exactBelowRows: s.exactBelowRows ?? DRILL_DEFAULTS.exactBelowRows,
     drillFreshnessQuery: (s.drillFreshnessQuery ?? "").trim().replace(/;\s*$/, ""),
@@ -129,7 +134,7 @@ export function drillSettingsProblems(settings: DrillSettings): string[] {
   const problems: string[] = [];
   const add = (key: string, message: string) => problems.push(`${key} ${message}`);
   if (typeof s.postgresDatabase !== "string" || !SQL_IDENTIFIER.test(s.postgresDatabase)) add("postgresDatabase", `${JSON.stringify(s.postgresDatabase)} is not a PostgreSQL identifier (a-z, 0-9, _)`);
-  for (const key of ["productionPort", "scratchPort", "appPort"] as const) {
+  for (const key of ["productionPort", "scratchPort"] as const) {
     if (!isPort(s[key])) add(key, `${s[key]} must be a port number, 1024..65535`);
   }
   if (s.scratchPort === s.productionPort) add("scratchPort", `${s.scratchPort} is production's PostgreSQL port; the drill must never talk to production's server as if it were its scratch copy`);
@@ -153,10 +158,22 @@ export function drillSettingsProblems(settings: DrillSettings): string[] {
     // eslint-disable-next-line no-control-regex
     else if (/[\x00\\]/.test(query)) add("drillFreshnessQuery", `${shown} may not contain NUL or backslashes`);
   }
-  s.appEnv.forEach((entry, i) => {
-    if (typeof entry !== "string" || !ENV_ENTRY.test(entry)) add(`appEnv[${i}]`, `${JSON.stringify(entry)} must be KEY=value on one line`);
-    else if (DRILL_RESERVED_ENV.includes(entry.split("=")[0])) add(`appEnv[${i}]`, `${entry.split("=")[0]} is set by the drill itself (${DRILL_RESERVED_ENV.join(", ")})`);
-  });
+  if (!Array.isArray(s.appEnv)) add("drillAppEnv", 'must be a list of "KEY=value" strings ([] for none)');
+  else {
+    const seen = new Map<string, number>();
+    s.appEnv.forEach((entry, i) => {
+      const where = `drillAppEnv[${i}]`;
+      const key = typeof entry === "string" ? entry.split("=")[0] : "";
+      if (typeof entry !== "string" || !ENV_ENTRY.test(entry)) {
+        add(where, `${JSON.stringify(entry)} is not KEY=value on one line of printable text (accepted: KEY of letters, digits and _, not starting with a digit, e.g. MAIL_DELIVERY=off)`);
+      } else if (DRILL_RESERVED_ENV.includes(key)) {
+        add(where, `sets ${key}, which the drill sets itself (${DRILL_RESERVED_ENV.join(", ")}; accepted: any other KEY=value)`);
+      } else if (seen.has(key)) {
+        add(where, `sets ${key}, which drillAppEnv[${seen.get(key)}] already sets (accepted: each KEY once)`);
+      }
+      if (key) seen.set(key, seen.get(key) ?? i);
+    });
+  }
   return problems;
 }
 
@@ -214,7 +231,6 @@ export function drillScript(settings: DrillSettings): string {
     scratch_dir: s.scratchDir,
     scratch_port: s.scratchPort,
     scratch_tablespaces: `${s.scratchDir}-tablespaces`,
-    app_port: s.appPort,
     pg_bin: POSTGRES_PATHS.bin,
     production_hba: POSTGRES_PATHS.hba,
     deploy_conf: APP_PATHS.deployConf,
@@ -222,8 +238,11 @@ export function drillScript(settings: DrillSettings): string {
     drill_log: s.logFile,
     lock_file: DRILL_LOCK_FILE,
     container_name: DRILL_CONTAINER_NAME,
-    docker_bridge_address: LAYOUT.dockerBridge.address,
-    docker_bridge_prefix: `${LAYOUT.dockerBridge.address.split(".").slice(0, 2).join(".")}.`,
+    docker_bridge_subnet: LAYOUT.dockerBridge.subnet,
+    drill_network: BACKUPS.drillNetwork.name,
+    drill_bridge: BACKUPS.drillNetwork.bridge,
+    drill_subnet: BACKUPS.drillNetwork.subnet,
+    drill_gateway: BACKUPS.drillNetwork.gateway,
     row_tolerance_percent: s.drillRowTolerancePercent,
     exact_below_rows: s.exactBelowRows,
     max_data_age_minutes: s.drillMaxDataAgeMinutes,
@@ -286,6 +305,9 @@ export function restoreScript(settings: RestoreSettings): string {
     backup_command: BACKUPS.bin.backup,
     restore_log: s.logFile,
     lock_file: DRILL_LOCK_FILE,
+    deploy_lock_file: DEPLOY_LOCK_FILE,
+    backup_lock_file: BACKUPS_PATHS.lockFile,
+    paused_timers: restorePausedTimers(BACKUP_JOBS),
     recovery_timeout_minutes: s.recoveryTimeoutMinutes,
     app_health_timeout_seconds: s.appHealthTimeoutSeconds,
   });

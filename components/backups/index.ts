@@ -13,6 +13,7 @@ import {
   ARCHIVE_COMMAND,
   ARCHIVE_TIMEOUT_SECONDS,
   BACKUPS_PATHS,
+  archivePushQueueMaxMiB,
   BACKUP_JOBS,
   BackupsSettings,
   backupsSettingsProblems,
@@ -23,7 +24,7 @@ import {
   renderS3cmdConfig,
   resolveBackupsSettings,
 } from "./pgbackrest";
-import { BACKUP_SERVICE, DRILL_SERVICE, backupTimers, backupUnitFiles } from "./units";
+import { BACKUP_SERVICE, DRILL_SERVICE, WAL_QUEUE_SERVICE, backupTimers, backupUnitFiles } from "./units";
 
 export * from "./pgbackrest";
 export * from "./units";
@@ -40,6 +41,16 @@ function snippet(name: string, settings: Record<string, ShellValue>): string {
   return renderScript(path.join(BACKUPS_FILES_DIR, name), settings).replace(/^#!.*\n/, "");
 }
 
+/** leaninfra-wal-queue: the WAL waiting for the bucket, against pgBackRest's cap, as metrics. */
+function walQueueScript(volumeSizeGb: number): string {
+  return renderScript(path.join(BACKUPS_FILES_DIR, "leaninfra-wal-queue.sh"), {
+    data_dir: P.dataDirectory,
+    queue_max_bytes: archivePushQueueMaxMiB(volumeSizeGb) * 1024 * 1024,
+    archive_push_log: BACKUPS.archivePushLog,
+    metrics_file: BACKUPS.metrics.walArchive,
+  });
+}
+
 /** The tools that read the new files check them: PostgreSQL, pgBackRest (offline) and systemd. */
 function validateScript(): string {
   return snippet("backups-validate.sh", {
@@ -50,7 +61,7 @@ function validateScript(): string {
     pgbackrest_conf: BACKUPS.pgbackrestConf,
     stanza: BACKUPS.stanza,
     // By name: systemd finds them in /etc/systemd/system, and the template needs an instance to be checked.
-    units: [...BACKUP_JOBS.map((job) => BACKUP_SERVICE.replace("@.", `@${job}.`)), ...backupTimers(BACKUP_JOBS)],
+    units: [...BACKUP_JOBS.map((job) => BACKUP_SERVICE.replace("@.", `@${job}.`)), ...backupTimers(BACKUP_JOBS), WAL_QUEUE_SERVICE],
     drill_bin: BACKUPS.bin.drill,
     drill_service: DRILL_SERVICE,
   });
@@ -102,6 +113,8 @@ export interface BackupsRoleSettings extends BackupsSettings {
   drillMaxDataAgeMinutes?: number;
   /** leaninfra:drillFreshnessQuery: the newest timestamp in the data; empty or left out: the drill's default. */
   drillFreshnessQuery?: string;
+  /** leaninfra:drillAppEnv: KEY=value settings of the drill's app container, over the app's own. */
+  drillAppEnv?: string[];
 }
 
 /** The config key (or input) a problem starts with. */
@@ -128,6 +141,7 @@ function drillSettings(settings: BackupsRoleSettings): DrillSettings {
     productionPort: settings.port,
     drillRowTolerancePercent: settings.drillRowTolerancePercent,
     drillMaxDataAgeMinutes: settings.drillMaxDataAgeMinutes,
+    appEnv: settings.drillAppEnv ?? [],
     ...(settings.drillFreshnessQuery ? { drillFreshnessQuery: settings.drillFreshnessQuery } : {}),
   };
 }
@@ -150,11 +164,12 @@ export function backupsRole(settings: BackupsRoleSettings): HostRole {
     { path: BACKUPS.bin.backup, mode: "0755", content: backupScript(s) },
     { path: BACKUPS.bin.drill, mode: "0755", content: drillScript(drillSettings(settings)) },
     { path: BACKUPS.bin.restore, mode: "0755", content: restoreScript(restoreSettings(settings)) },
+    { path: BACKUPS.bin.walQueue, mode: "0755", content: walQueueScript(s.volumeSizeGb) },
     ...backupUnitFiles(s.schedules, BACKUP_JOBS).map((unit) => ({ ...unit, mode: "0644", onChange: daemonReload })),
   ];
   return {
     name: "backups",
-    description: `pgBackRest to s3://${s.s3.bucket}${BACKUPS.repoPath} (WAL continuously, full weekly, diff daily), monthly dumps, restore drill timer`,
+    description: `pgBackRest to s3://${s.s3.bucket}${BACKUPS.repoPath} (WAL continuously, at most ${archivePushQueueMaxMiB(s.volumeSizeGb)} MiB waiting; full weekly, diff daily), monthly dumps, restore drill timer`,
     // curl: the fast reachability probe; jq: pgBackRest's JSON; openssl: the dump's encryption; s3cmd: the dump's upload.
     packages: ["pgbackrest", "s3cmd", "openssl", "curl", "jq"],
     directories: [
@@ -199,6 +214,13 @@ export const role = defineRole({
       .max(525600)
       .default(1560)
       .describe("How old the newest restored data may be, in minutes, before the drill fails (default 26 hours)."),
+    // Checked by the role (drillSettingsProblems): each entry's key, printable text, no key the drill sets itself.
+    drillAppEnv: z
+      .array(z.string())
+      .default([])
+      .describe(
+        "Environment of the restore drill's app container only, as KEY=value, over the app's own (e.g. MAIL_DELIVERY=off). The drill also sets LEANINFRA_DRILL=1 and runs it without a route out.",
+      ),
   }),
   inputs: {
     s3: { from: "stack", description: "The off-account R2 bucket's endpoint, name and object-level token (the BackupBucket's s3 output)." },
@@ -213,7 +235,9 @@ export const role = defineRole({
       backupRetentionDays: s.backupRetentionDays,
       backupLockDays: s.backupLockDays,
       vcpus: s.vcpus,
+      volumeSizeGb: s.volumeSizeGb,
       hostname: s.hostname,
+      drillAppEnv: s.drillAppEnv,
       drillRowTolerancePercent: s.drillRowTolerancePercent,
       drillMaxDataAgeMinutes: s.drillMaxDataAgeMinutes,
       // Empty: no query, the drill's default (the last restored transaction's time).

@@ -15,12 +15,18 @@ export const BACKUPS = Object.freeze({
   /** The drill's scratch cluster lives on the data volume, never inside production's data directory. */
   scratchDir: `${LAYOUT.data}/leaninfra-drill`,
   scratchPort: 5499,
-  /** The app's container started against the scratch database during a drill. */
-  drillAppPort: 8099,
+  /**
+   * The drill's app container runs on this internal Docker network (docker network create --internal):
+   * no route out of it, so a copy of production cannot send mail, take payments or call webhooks. The
+   * host's address on it (the gateway) is where the scratch cluster listens, and all the container can
+   * reach. Outside Docker's default pools (172.17-31.0.0/16, 192.168.0.0/16), so no network of Docker's takes it.
+   */
+  drillNetwork: { name: "leaninfra-drill", bridge: "leaninfra-drill", subnet: "172.16.99.0/24", gateway: "172.16.99.1" },
   bin: {
     backup: "/usr/local/sbin/leaninfra-backup",
     drill: "/usr/local/sbin/leaninfra-drill",
     restore: "/usr/local/sbin/leaninfra-restore",
+    walQueue: "/usr/local/sbin/leaninfra-wal-queue",
   },
   logs: {
     backup: `${LAYOUT.logs}/backup.log`,
@@ -31,7 +37,10 @@ export const BACKUPS = Object.freeze({
     backup: `${LAYOUT.textfileDir}/leaninfra_backup.prom`,
     dump: `${LAYOUT.textfileDir}/leaninfra_dump.prom`,
     drill: `${LAYOUT.textfileDir}/leaninfra_drill.prom`,
+    walArchive: `${LAYOUT.textfileDir}/leaninfra_wal_archive.prom`,
   },
+  /** pgBackRest's log of the background WAL pushes (log-level-file=info): where it says it dropped WAL. */
+  archivePushLog: `/var/log/pgbackrest/${BACKUP_LAYOUT.stanza}-archive-push-async.log`,
 });
 
 /** The pgBackRest settings every backups script renders (files/pgbackrest-lib.sh reads them from the script that includes it). */

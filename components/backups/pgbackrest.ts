@@ -39,6 +39,12 @@ export interface BackupsSettings {
   vcpus: number;
   /** PostgreSQL's port (the postgres role's; default 5432). */
   port?: number;
+  /**
+   * The data volume's size in GB (leaninfra:volumeSizeGb): PostgreSQL's data and WAL live on it, and the
+   * WAL waiting for the bucket may take at most a share of it (archivePushQueueMaxMiB). The role always
+   * passes it; default 20, the key's own default.
+   */
+  volumeSizeGb?: number;
   /** Defaults: DEFAULT_SCHEDULES. */
   schedules?: Partial<BackupSchedules>;
   /**
@@ -127,6 +133,24 @@ export function fullRetentionDays(backupRetentionDays: number, backupLockDays?: 
   return backupRetentionDays - FULL_INTERVAL_DAYS - RETENTION_MARGIN_DAYS;
 }
 
+/**
+ * The share of the data volume WAL waiting for the bucket may fill. The rest is PostgreSQL's: its data,
+ * max_wal_size of recycled WAL, the drill's scratch copy (as large as the database, and the drill keeps 10%
+ * of the volume free), and a restore's moved-aside copy. A fifth still holds hours of a busy day's WAL.
+ */
+export const ARCHIVE_QUEUE_SHARE = 0.2;
+/** leaninfra:volumeSizeGb's default (infra/config.ts). */
+const DEFAULT_VOLUME_SIZE_GB = 20;
+
+/**
+ * pgBackRest's archive-push-queue-max, MiB: when more WAL than this waits for an unreachable bucket,
+ * pgBackRest drops it (tells PostgreSQL it was archived) rather than let pg_wal fill the volume and stop
+ * PostgreSQL. Point-in-time recovery then has a gap until the next full or differential backup.
+ */
+export function archivePushQueueMaxMiB(volumeSizeGb: number): number {
+  return Math.max(16, Math.floor(volumeSizeGb * 1024 * ARCHIVE_QUEUE_SHARE));
+}
+
 /** Backup and restore processes: half the vCPUs, 1 to 4 (the app and PostgreSQL keep the rest). */
 export function backupProcessMax(vcpus: number): number {
   return Math.min(4, Math.max(1, Math.floor(vcpus / 2)));
@@ -205,6 +229,10 @@ export function backupsSettingsProblems(s: BackupsSettings): string[] {
   if (typeof s.postgresDatabase !== "string" || !SQL_IDENTIFIER.test(s.postgresDatabase)) {
     add("postgresDatabase", `${JSON.stringify(s.postgresDatabase)} is not a PostgreSQL identifier (accepted: a-z, 0-9 and _, not starting with a digit, at most 63)`);
   }
+  const volume = s.volumeSizeGb ?? DEFAULT_VOLUME_SIZE_GB;
+  if (typeof volume !== "number" || !Number.isFinite(volume) || volume <= 0 || volume > 10240) {
+    add("volumeSizeGb", `${JSON.stringify(s.volumeSizeGb)} must be the data volume's size in GB (up to 10240)`);
+  }
   if (!Number.isInteger(s.vcpus) || s.vcpus < 1) add("vcpus", `${s.vcpus} must be the server's vCPU count, at least 1`);
   const port = s.port ?? POSTGRES_DEFAULT_PORT;
   if (!Number.isInteger(port) || port < 1024 || port > 65535) add("port", `${port} must be 1024..65535`);
@@ -231,6 +259,7 @@ export function resolveBackupsSettings(settings: BackupsSettings): Required<Omit
     s3: { ...settings.s3, region: settings.s3.region ?? "auto" },
     port: settings.port ?? POSTGRES_DEFAULT_PORT,
     uploadChunkMiB: settings.uploadChunkMiB ?? 16,
+    volumeSizeGb: settings.volumeSizeGb ?? DEFAULT_VOLUME_SIZE_GB,
     schedules: { ...DEFAULT_SCHEDULES, ...settings.schedules },
   };
 }
@@ -287,6 +316,10 @@ log-level-file=info
 # shutdown of PostgreSQL is not held up for half an hour.
 archive-async=y
 spool-path=/var/spool/pgbackrest
+# When the bucket stays unreachable, WAL waits in pg_wal on the ${s.volumeSizeGb} GB data volume. Beyond
+# ${archivePushQueueMaxMiB(s.volumeSizeGb)} MiB (${Math.round(ARCHIVE_QUEUE_SHARE * 100)}% of it) pgBackRest drops the waiting WAL instead of letting the volume fill
+# and PostgreSQL stop: point-in-time recovery then has a gap until the next full or diff backup.
+archive-push-queue-max=${archivePushQueueMaxMiB(s.volumeSizeGb)}MiB
 
 [${BACKUPS.stanza}]
 pg1-path=${POSTGRES_PATHS.dataDirectory}

@@ -1,3 +1,4 @@
+import { LAYOUT } from "../host/layout";
 import { POSTGRES_PATHS } from "../postgres/config";
 import { BACKUPS } from "./layout";
 import { BACKUPS_PATHS, BackupJob, BackupSchedules } from "./pgbackrest";
@@ -27,6 +28,32 @@ const RANDOM_DELAY: Record<BackupJob | "drill", string> = {
 };
 
 export const BACKUP_SERVICE = "leaninfra-backup@.service";
+export const WAL_QUEUE_SERVICE = "leaninfra-wal-queue.service";
+export const WAL_QUEUE_TIMER = "leaninfra-wal-queue.timer";
+
+/**
+ * systemd sandboxing every service of the role keeps (each checked by systemd-analyze security and by
+ * the services running under it in tests/integration/backups-systemd.test.ts). The jobs run as root
+ * and switch to postgres with runuser, so they keep root's capabilities; what they lose is write access
+ * to /usr, /boot and /etc, other users' homes, a shared /tmp, the kernel's knobs and new privileges.
+ */
+const SANDBOX = `# Sandbox: the job writes only to /var (logs, spool, metrics), /run/lock and the data volume.
+ProtectSystem=full
+ProtectHome=yes
+PrivateTmp=yes
+NoNewPrivileges=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+SystemCallArchitectures=native
+# ss reads sockets through netlink; pgBackRest, s3cmd, curl and psql need IP and Unix sockets.
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK`;
 export const backupTimerName = (job: BackupJob) => `leaninfra-backup@${job}.timer`;
 export const DRILL_SERVICE = "leaninfra-drill.service";
 export const DRILL_TIMER = "leaninfra-drill.timer";
@@ -47,6 +74,8 @@ ExecStart=${BACKUPS.bin.backup} %i
 Nice=10
 IOSchedulingClass=best-effort
 IOSchedulingPriority=7
+RestrictNamespaces=yes
+${SANDBOX}
 `;
 }
 
@@ -85,6 +114,49 @@ ExecStart=${BACKUPS.bin.drill}
 Nice=10
 IOSchedulingClass=best-effort
 IOSchedulingPriority=7
+${SANDBOX}
+`;
+}
+
+/**
+ * leaninfra-wal-queue every minute: it only reads pg_wal's archive marks and pgBackRest's log and writes
+ * one metrics file, so it gets a tighter sandbox: no network, only reading past file permissions.
+ */
+export function renderWalQueueService(): string {
+  return `${HEADER}
+[Unit]
+Description=LeanInfra: WAL waiting for the bucket, as node_exporter metrics (leaninfra-wal-queue)
+Documentation=file:${BACKUPS.bin.walQueue}
+
+[Service]
+Type=oneshot
+ExecStart=${BACKUPS.bin.walQueue}
+Nice=10
+# Root reads PostgreSQL's 0700 data directory through CAP_DAC_READ_SEARCH alone.
+CapabilityBoundingSet=CAP_DAC_READ_SEARCH
+ProtectSystem=strict
+ReadWritePaths=${LAYOUT.textfileDir}
+PrivateNetwork=yes
+PrivateDevices=yes
+RestrictNamespaces=yes
+UMask=0022
+${SANDBOX.replace(/^RestrictAddressFamilies=.*$/m, "RestrictAddressFamilies=AF_UNIX").replace(/^# ss reads.*\n/m, "")}
+`;
+}
+
+export function renderWalQueueTimer(): string {
+  return `${HEADER}
+[Unit]
+Description=LeanInfra: WAL archive queue metrics every minute
+
+[Timer]
+OnBootSec=1min
+OnUnitActiveSec=1min
+AccuracySec=10s
+Unit=${WAL_QUEUE_SERVICE}
+
+[Install]
+WantedBy=timers.target
 `;
 }
 
@@ -100,10 +172,17 @@ export function backupUnitFiles(schedules: BackupSchedules, jobs: readonly Backu
     ...jobs.map((job) => ({ path: at(backupTimerName(job)), content: renderBackupTimer(job, schedules) })),
     { path: at(DRILL_SERVICE), content: renderDrillService() },
     { path: at(DRILL_TIMER), content: renderDrillTimer(schedules) },
+    { path: at(WAL_QUEUE_SERVICE), content: renderWalQueueService() },
+    { path: at(WAL_QUEUE_TIMER), content: renderWalQueueTimer() },
   ];
 }
 
 /** Every timer the role enables, jobs first. */
 export function backupTimers(jobs: readonly BackupJob[]): string[] {
+  return [...jobs.map(backupTimerName), DRILL_TIMER, WAL_QUEUE_TIMER];
+}
+
+/** The timers that start jobs writing to the bucket or the database: leaninfra-restore stops them for its duration. */
+export function restorePausedTimers(jobs: readonly BackupJob[]): string[] {
   return [...jobs.map(backupTimerName), DRILL_TIMER];
 }

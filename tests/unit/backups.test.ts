@@ -12,6 +12,7 @@ import {
   BACKUP_METRICS,
   BackupsSettings,
   DEFAULT_SCHEDULES,
+  archivePushQueueMaxMiB,
   backupProcessMax,
   backupScript,
   backupTimers,
@@ -27,8 +28,11 @@ import {
   renderDrillTimer,
   renderPgbackrestConf,
   renderS3cmdConfig,
+  renderWalQueueService,
+  renderWalQueueTimer,
   role,
 } from "../../components/backups";
+import { LAYOUT } from "../../components/host/layout";
 import { BACKUP_LAYOUT, lifecycleRules, lockRules } from "../../components/backup-bucket/policy";
 import { renderRoleBundle } from "../../components/host/bundle";
 import { SettingsError, StackFacts } from "../../components/host/define";
@@ -177,6 +181,8 @@ test("pgbackrest.conf: R2 over https with path-style requests, fixed part size, 
     "global/log-level-file": "info",
     "global:archive-push/archive-async": "y",
     "global:archive-push/spool-path": "/var/spool/pgbackrest",
+    // A fifth of the default 20 GB volume (settings give no volumeSizeGb).
+    "global:archive-push/archive-push-queue-max": "4096MiB",
     "main/pg1-path": POSTGRES_PATHS.dataDirectory,
     "main/pg1-port": "5432",
     "main/pg1-socket-path": "/var/run/postgresql",
@@ -257,7 +263,42 @@ test("units: one template service, a persistent randomized timer per job, and th
     "leaninfra-backup@verify.timer",
     "leaninfra-backup@dump.timer",
     "leaninfra-drill.timer",
+    "leaninfra-wal-queue.timer",
   ]);
+  assert.match(renderWalQueueService(), new RegExp(`^ExecStart=${BACKUPS.bin.walQueue}$`, "m"));
+  assert.match(renderWalQueueTimer(), /^OnUnitActiveSec=1min$/m);
+});
+
+test("archive-push-queue-max: a fifth of the data volume, in the conf and in the queue metric's script", () => {
+  assert.equal(archivePushQueueMaxMiB(10), 2048);
+  assert.equal(archivePushQueueMaxMiB(20), 4096);
+  assert.equal(archivePushQueueMaxMiB(100), 20480);
+  assert.equal(archivePushQueueMaxMiB(0.001), 16, "never below one WAL segment");
+  const role = backupsRole({ ...settings, volumeSizeGb: 50 });
+  const conf = role.files.find((f) => f.path === BACKUPS.pgbackrestConf)!.content;
+  assert.match(conf, /^\[global:archive-push\]\n(?:.*\n)*?archive-async=y\n(?:.*\n)*?archive-push-queue-max=10240MiB$/m);
+  assert.match(conf, /50 GB data volume/);
+  const queue = role.files.find((f) => f.path === BACKUPS.bin.walQueue)!;
+  assert.equal(queue.mode, "0755");
+  assert.match(queue.content, new RegExp(`^readonly queue_max_bytes=${10240 * 1024 * 1024}$`, "m"));
+  assert.match(queue.content, new RegExp(`^readonly archive_push_log='${BACKUPS.archivePushLog}'$`, "m"));
+  assertShellcheckClean("leaninfra-wal-queue", queue.content);
+  for (const bad of [0, -1, Number.NaN, 20000]) {
+    assert.match(backupsSettingsProblems({ ...settings, volumeSizeGb: bad }).join("\n"), /^volumeSizeGb .* must be the data volume's size in GB/m, String(bad));
+  }
+});
+
+test("every service of the role runs sandboxed; the queue metric's without network and with one capability", () => {
+  for (const unit of [renderBackupService(), renderDrillService(), renderWalQueueService()]) {
+    for (const line of ["ProtectSystem=(full|strict)", "ProtectHome=yes", "PrivateTmp=yes", "NoNewPrivileges=yes", "ProtectKernelTunables=yes", "RestrictSUIDSGID=yes", "SystemCallArchitectures=native"]) {
+      assert.match(unit, new RegExp(`^${line}$`, "m"), `${unit.split("\n")[2]}: ${line}`);
+    }
+  }
+  const queue = renderWalQueueService();
+  assert.match(queue, /^CapabilityBoundingSet=CAP_DAC_READ_SEARCH$/m);
+  assert.match(queue, /^PrivateNetwork=yes$/m);
+  assert.match(queue, /^RestrictAddressFamilies=AF_UNIX$/m);
+  assert.match(queue, new RegExp(`^ReadWritePaths=${LAYOUT.textfileDir}$`, "m"));
 });
 
 test("default schedules: full weekly, diff the other six days, check daily, verify weekly, dump monthly, drill weekly", () => {
@@ -339,7 +380,7 @@ const DRILL_FILES = ["leaninfra-drill.sh", "leaninfra-restore.sh", "pgbackrest-l
 
 test("the role's script files are shellcheck-clean on their own, the shared library included", () => {
   const files = fs.readdirSync(BACKUPS_FILES_DIR).filter((name) => name.endsWith(".sh") && !DRILL_FILES.includes(name));
-  assert.deepEqual(files.sort(), ["backups-apply.sh", "backups-health-check.sh", "backups-validate.sh", "leaninfra-backup.sh"]);
+  assert.deepEqual(files.sort(), ["backups-apply.sh", "backups-health-check.sh", "backups-validate.sh", "leaninfra-backup.sh", "leaninfra-wal-queue.sh"]);
   for (const name of files) {
     const file = path.relative(REPO, path.join(BACKUPS_FILES_DIR, name));
     const result = spawnSync("shellcheck", ["-x", "-s", "bash", file], { cwd: REPO, encoding: "utf8" });
@@ -370,13 +411,15 @@ const INPUTS = { s3: { ...settings.s3, region: "auto" }, cipherPassphrase: PASSP
 
 test("the role definition: its slice's defaults, its inputs, and render gives the role backupsRole gives", () => {
   const slice = role.settings.parse({});
-  assert.deepEqual(slice, { drillRowTolerancePercent: 5, drillFreshnessQuery: "", drillMaxDataAgeMinutes: 1560 });
+  assert.deepEqual(slice, { drillRowTolerancePercent: 5, drillFreshnessQuery: "", drillMaxDataAgeMinutes: 1560, drillAppEnv: [] });
   assert.deepEqual(role.after, ["postgres"]);
   assert.deepEqual(Object.keys(role.inputs!), ["s3", "cipherPassphrase", "postgresDatabase"]);
   assert.deepEqual(role.inputs!.postgresDatabase, { from: "role", role: "postgres", offer: "postgresDatabase" });
   assert.deepEqual(role.inputs!.cipherPassphrase, { from: "password", resource: "backup-cipher-passphrase" });
   const rendered = role.render({ ...FACTS, ...slice }, INPUTS);
-  assert.deepEqual(rendered, backupsRole({ ...settings, hostname: "app" }));
+  assert.deepEqual(rendered, backupsRole({ ...settings, hostname: "app", volumeSizeGb: 40, drillAppEnv: [] }));
+  const withEnv = role.render({ ...FACTS, ...slice, drillAppEnv: ["MAIL_DELIVERY=off"] }, INPUTS);
+  assert.ok(withEnv.files.find((f) => f.path === BACKUPS.bin.drill)!.content.split("\n").includes("readonly -a app_env=('MAIL_DELIVERY=off')"));
   // An empty query is no query: the drill's default.
   const drillFile = (r: typeof rendered) => r.files.find((f) => f.path === BACKUPS.bin.drill)!.content;
   const query = "SELECT max(created_at) FROM orders";
@@ -395,6 +438,8 @@ test("the role definition refuses every bad value with a SettingsError whose pro
     ["backupLockDays", { backupLockDays: 30 }, {}],
     ["backupLockDays", { backupLockDays: 0 }, {}],
     ["hostname", { hostname: "App_1" }, {}],
+    ["drillAppEnv[0]", { drillAppEnv: ["LEANINFRA_DRILL=0"] }, {}],
+    ["drillAppEnv[1]", { drillAppEnv: ["A=1", "B=two\u0007"] }, {}],
     ["vcpus", { vcpus: 0 }, {}],
     ["postgresDatabase", {}, { postgresDatabase: "App-DB" }],
     ["cipherPassphrase", {}, { cipherPassphrase: "short" }],

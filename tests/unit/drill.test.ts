@@ -5,6 +5,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import {
+  DEPLOY_LOCK_FILE,
+  DRILL_LOCK_FILE,
   DRILL_SCRIPT_FILE,
   DrillSettings,
   RESTORE_SCRIPT_FILE,
@@ -16,6 +18,7 @@ import {
   restoreSettingsProblems,
 } from "../../components/backups/drill";
 import { BACKUPS } from "../../components/backups/layout";
+import { BACKUPS_PATHS } from "../../components/backups/pgbackrest";
 import { SettingsError } from "../../components/host/define";
 import { POSTGRES_PATHS } from "../../components/postgres/config";
 import { assertShellcheckClean } from "../lib/shellcheck";
@@ -38,7 +41,9 @@ test("drill and restore scripts render deterministically from the shared layout"
   for (const line of [
     `readonly scratch_dir='${BACKUPS.scratchDir}'`,
     `readonly scratch_port=${BACKUPS.scratchPort}`,
-    `readonly app_port=${BACKUPS.drillAppPort}`,
+    `readonly drill_network='${BACKUPS.drillNetwork.name}'`,
+    `readonly drill_subnet='${BACKUPS.drillNetwork.subnet}'`,
+    `readonly drill_gateway='${BACKUPS.drillNetwork.gateway}'`,
     `readonly production_data_dir='${POSTGRES_PATHS.dataDirectory}'`,
     "readonly production_port=5432",
     `readonly pg_bin='${POSTGRES_PATHS.bin}'`,
@@ -91,9 +96,9 @@ test("settings that would let the drill reach production are refused when render
   assert.match(problems({ scratchDir: "/srv/data/drill dir" }), /^scratchDir .* must be an absolute path/m);
   assert.match(problems({ drillFreshnessQuery: "DELETE FROM orders" }), /^drillFreshnessQuery "DELETE FROM orders" must be one SELECT/m);
   assert.match(problems({ drillFreshnessQuery: "SELECT 1; DROP TABLE orders" }), /^drillFreshnessQuery .* must be a single statement/m);
-  assert.match(problems({ appEnv: ["DATABASE_URL=postgres://x"] }), /^appEnv\[0\] DATABASE_URL is set by the drill itself/m);
-  for (const name of ["RELEASE", "PORT", "REDIS_URL", "LEANINFRA_DRILL"]) assert.match(problems({ appEnv: [`${name}=1`] }), new RegExp(`^appEnv\\[0\\] ${name} is set by the drill itself`, "m"));
-  assert.match(problems({ appEnv: ["NOPE"] }), /^appEnv\[0\] "NOPE" must be KEY=value/m);
+  assert.match(problems({ appEnv: ["DATABASE_URL=postgres://x"] }), /^drillAppEnv\[0\] sets DATABASE_URL, which the drill sets itself/m);
+  for (const name of ["RELEASE", "PORT", "REDIS_URL", "LEANINFRA_DRILL"]) assert.match(problems({ appEnv: [`${name}=1`] }), new RegExp(`^drillAppEnv\\[0\\] sets ${name}, which the drill sets itself`, "m"));
+  assert.match(problems({ appEnv: ["NOPE"] }), /^drillAppEnv\[0\] "NOPE" is not KEY=value on one line of printable text/m);
   assert.match(problems({ drillRowTolerancePercent: 150 }), /^drillRowTolerancePercent 150 /m);
   assert.match(problems({ drillMaxDataAgeMinutes: 0 }), /^drillMaxDataAgeMinutes 0 /m);
   assert.match(problems({ postgresDatabase: "App-DB" }), /^postgresDatabase "App-DB" is not a PostgreSQL identifier/m);
@@ -105,11 +110,10 @@ test("settings that would let the drill reach production are refused when render
 });
 
 test("every refusal is a SettingsError whose problems start with the key they are about", () => {
-  const drillCases: [keyof DrillSettings, Partial<DrillSettings>][] = [
+  const drillCases: [string, Partial<DrillSettings>][] = [
     ["postgresDatabase", { postgresDatabase: "App-DB" }],
     ["productionPort", { productionPort: 80 }],
     ["scratchPort", { scratchPort: 5432 }],
-    ["appPort", { appPort: 70000 }],
     ["productionDataDir", { productionDataDir: "relative/dir" }],
     ["scratchDir", { scratchDir: "/drill" }],
     ["metricsFile", { metricsFile: "/var/lib/../x.prom" }],
@@ -121,7 +125,13 @@ test("every refusal is a SettingsError whose problems start with the key they ar
     ["restoreTimeoutMinutes", { restoreTimeoutMinutes: 0 }],
     ["drillFreshnessQuery", { drillFreshnessQuery: "UPDATE orders SET total = 0" }],
     ["drillFreshnessQuery", { drillFreshnessQuery: "SELECT '\\x'" }],
-    ["appEnv", { appEnv: ["PORT=1"] }],
+    ["drillAppEnv", { appEnv: ["PORT=1"] }],
+    ["drillAppEnv", { appEnv: ["LEANINFRA_DRILL=0"] }],
+    ["drillAppEnv", { appEnv: ["MAIL=off\tnow"] }],
+    ["drillAppEnv", { appEnv: ["MAIL=off\u0085"] }],
+    ["drillAppEnv", { appEnv: ["MAIL=\uffff"] }],
+    ["drillAppEnv", { appEnv: ["MAIL=off", "MAIL=on"] }],
+    ["drillAppEnv", { appEnv: ["1MAIL=off"] }],
   ];
   for (const [key, over] of drillCases) {
     assert.throws(
@@ -265,4 +275,36 @@ test("the drill and the restore reject wrong usage before doing anything", () =>
   r = runScript(restore, ["--to", "2025-13-45 99:00:00+00"]);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /--to '2025-13-45 99:00:00\+00' is not 'YYYY-MM-DD HH:MM:SS\+00'/);
+});
+
+test("the drill's app container: LEANINFRA_DRILL=1 and drillAppEnv over the app's settings, on the internal network only", () => {
+  const drill = drillScript({ ...base, appEnv: ["MAIL_DELIVERY=off", "PAYMENTS=sandbox"] });
+  assert.ok(drill.split("\n").includes("readonly -a app_env=('MAIL_DELIVERY=off' 'PAYMENTS=sandbox')"), "the overrides reach the script");
+  assert.match(drill, /docker network create --internal --driver bridge --subnet "\$drill_subnet" --gateway "\$drill_gateway"/);
+  assert.match(drill, /docker run --detach --name "\$container_name" --init --network "\$drill_network" --add-host "\$host_alias:\$drill_gateway"/);
+  assert.doesNotMatch(drill, /--publish|host-gateway/, "no published port and no route to docker0's gateway");
+  assert.match(drill, /printf 'LEANINFRA_DRILL=1\\n'/);
+  // The scratch cluster never listens on docker0: loopback, and the drill network's gateway once it exists.
+  assert.doesNotMatch(drill, /172\.17\.0\.1/);
+  assert.match(drill, /if \(\(network_created\)\); then echo "localhost,\$drill_gateway"; else echo localhost; fi/);
+});
+
+test("leaninfra-restore holds the drill, deploy and backup locks and pauses the backup and drill timers", () => {
+  const restore = restoreScript(restoreBase);
+  const lines = restore.split("\n");
+  for (const line of [
+    `readonly lock_file='${DRILL_LOCK_FILE}'`,
+    `readonly deploy_lock_file='${DEPLOY_LOCK_FILE}'`,
+    `readonly backup_lock_file='${BACKUPS_PATHS.lockFile}'`,
+    "readonly -a paused_timers=('leaninfra-backup@full.timer' 'leaninfra-backup@diff.timer' 'leaninfra-backup@check.timer' 'leaninfra-backup@verify.timer' 'leaninfra-backup@dump.timer' 'leaninfra-drill.timer')",
+  ]) {
+    assert.ok(lines.includes(line), `missing: ${line}`);
+  }
+  // The deploy lock is the one the app role's deploy script really takes.
+  const deploy = fs.readFileSync(path.join(REPO_ROOT, "components", "app", "files", "leaninfra-deploy.sh"), "utf8");
+  assert.ok(deploy.includes(`exec 8>>${DEPLOY_LOCK_FILE}`), `leaninfra-deploy takes ${DEPLOY_LOCK_FILE}`);
+  // The backup jobs' lock is the one leaninfra-backup takes (its lock_file setting).
+  assert.match(restore, /take_other_lock "\$backup_lock_file"/);
+  assert.match(restore, /trap on_exit EXIT\n.*\n {2}trap 'exit 130' INT TERM HUP\n {2}pause_timers\n/);
+  assert.match(restore, /on_exit\(\) \{\n.*\n.*\n.*\n {2}resume_timers\n/);
 });

@@ -11,7 +11,9 @@
 #
 # It never writes to production: the scratch cluster has its own directory (scratch_dir) and port
 # (scratch_port), no archiving; the script refuses to run when either is production's; production is
-# only read (SELECT count(*) in read-only transactions). Result: metrics_file (node_exporter)
+# only read (SELECT count(*) in read-only transactions). The app's container runs with LEANINFRA_DRILL=1
+# and the drill's own settings (app_env) on an internal Docker network (drill_network): no route out,
+# only the scratch cluster on the host's address there. Result: metrics_file (node_exporter)
 # and one line per drill in drill_log. Exit 0 = passed, 1 = failed, 2 = refused or wrong usage.
 # shellcheck source=components/host/files/leaninfra-lib.sh
 source "${BASH_SOURCE[0]%/*}/../../host/files/leaninfra-lib.sh" # @lib
@@ -29,7 +31,6 @@ readonly production_data_dir='/srv/data/postgresql/17/main'
 readonly scratch_dir='/srv/data/leaninfra-drill'
 readonly scratch_port=5499
 readonly scratch_tablespaces='/srv/data/leaninfra-drill-tablespaces'
-readonly app_port=8099
 readonly pg_bin='/usr/lib/postgresql/17/bin'
 readonly production_hba='/etc/postgresql/17/main/pg_hba.conf'
 readonly pgbackrest_conf='/etc/pgbackrest/pgbackrest.conf'
@@ -39,8 +40,11 @@ readonly metrics_file='/var/lib/prometheus/node-exporter/leaninfra_drill.prom'
 readonly drill_log='/var/log/leaninfra/drill.log'
 readonly lock_file='/run/lock/leaninfra-drill.lock'
 readonly container_name='leaninfra-drill-app'
-readonly docker_bridge_address='172.17.0.1'
-readonly docker_bridge_prefix='172.17.'
+readonly docker_bridge_subnet='172.17.0.0/16'
+readonly drill_network='leaninfra-drill'
+readonly drill_bridge='leaninfra-drill'
+readonly drill_subnet='172.16.99.0/24'
+readonly drill_gateway='172.16.99.1'
 readonly row_tolerance_percent=5
 readonly exact_below_rows=100
 readonly max_data_age_minutes=1560
@@ -81,6 +85,7 @@ scratch_owned=0
 backup_stop=0
 scratch_started=0
 container_started=0
+network_created=0
 passed=0
 work_dir=''
 started_ms=$(date +%s%3N)
@@ -126,7 +131,6 @@ check_paths() {
   if within "$production" "$scratch"; then refuse "production's data directory ($production_data_dir) lies inside the scratch directory $scratch_dir"; fi
   if [[ $(tr -cd / <<<"$scratch") == / ]]; then refuse "the scratch directory $scratch_dir is too close to / to be deleted after the drill"; fi
   if ((scratch_port == production_port)); then refuse "the scratch port $scratch_port is production's PostgreSQL port"; fi
-  if ((app_port == scratch_port || app_port == production_port)); then refuse "the drill's app port $app_port is a PostgreSQL port"; fi
 }
 
 # The same checks against what runs: every cluster Debian knows of, and production itself.
@@ -164,6 +168,10 @@ clear_leftovers() {
     say "removing the container $container_name left by an earlier drill"
     docker rm --force "$container_name" >/dev/null
   fi
+  if command -v docker >/dev/null && docker network inspect "$drill_network" >/dev/null 2>&1; then
+    say "removing the network $drill_network left by an earlier drill"
+    docker network rm "$drill_network" >/dev/null
+  fi
   if [[ -f $scratch_dir/postmaster.pid ]]; then
     local pid_port
     pid_port=$(sed -n 4p "$scratch_dir/postmaster.pid")
@@ -172,7 +180,6 @@ clear_leftovers() {
     as_postgres "$pg_bin/pg_ctl" stop -D "$scratch_dir" -m immediate -w >/dev/null 2>&1 || true
   fi
   if ss -H -l -t -n "sport = :$scratch_port" | grep -q .; then refuse "something else listens on the scratch port $scratch_port (ss -ltnp 'sport = :$scratch_port')"; fi
-  if ss -H -l -t -n "sport = :$app_port" | grep -q .; then refuse "something else listens on the drill's app port $app_port (ss -ltnp 'sport = :$app_port')"; fi
   rm -rf --one-file-system -- "$scratch_dir" "$scratch_tablespaces"
   scratch_owned=1
 }
@@ -214,6 +221,32 @@ check_space() {
   fi
 }
 
+# The app check runs only with the app role's deploy.conf and Docker; without them no network is made.
+app_check_possible() { [[ -r $deploy_conf ]] && command -v docker >/dev/null; }
+
+# Loopback, and the host's address on the drill network when there is one: never docker0's.
+listen_addresses() {
+  if ((network_created)); then echo "localhost,$drill_gateway"; else echo localhost; fi
+}
+
+# The internal network the app's container gets: Docker gives the host its gateway address and the
+# container no default route, and forwards nothing between it and any other interface.
+create_network() {
+  if ! app_check_possible || ! docker info >/dev/null 2>&1; then return 0; fi
+  network_created=1
+  docker network create --internal --driver bridge --subnet "$drill_subnet" --gateway "$drill_gateway" \
+    --opt "com.docker.network.bridge.name=$drill_bridge" --label leaninfra.role=drill "$drill_network" >/dev/null
+  local _
+  for _ in $(seq 50); do
+    if ip -4 -o addr show dev "$drill_bridge" 2>/dev/null | grep -qF " $drill_gateway/"; then break; fi
+    sleep 0.1
+  done
+  if ! ip -4 -o addr show dev "$drill_bridge" 2>/dev/null | grep -qF " $drill_gateway/"; then
+    fail "the internal network $drill_network has no host address $drill_gateway on $drill_bridge (docker network inspect $drill_network)"
+  fi
+  say "created the internal network $drill_network ($drill_subnet, no route out); the host is $drill_gateway on it"
+}
+
 restore() {
   local args=(--pg1-path="$scratch_dir" --archive-mode=off --tablespace-map-all="$scratch_tablespaces" --log-level-console=warn) out t0
   if [[ -n $target_time ]]; then args+=(--type=time --target="$target_time" --target-action=promote); fi
@@ -229,7 +262,7 @@ restore() {
     echo "# leaninfra-drill's scratch cluster: a restored copy of production, deleted when the drill ends."
     echo "port = $scratch_port"
     echo "unix_socket_directories = '$scratch_dir'"
-    echo "listen_addresses = 'localhost,$docker_bridge_address'"
+    echo "listen_addresses = '$(listen_addresses)'"
     echo "archive_mode = off"
     echo "hot_standby = off"
     echo "shared_buffers = 128MB"
@@ -238,7 +271,13 @@ restore() {
     echo "cluster_name = 'leaninfra-drill'"
     echo "log_connections = on"
   } >"$scratch_dir/postgresql.conf"
-  if [[ -r $production_hba ]]; then cp -- "$production_hba" "$scratch_dir/pg_hba.conf"; else printf 'local all postgres peer\n' >"$scratch_dir/pg_hba.conf"; fi
+  # Production's rules, with its Docker network's address range replaced by the drill network's: the copy
+  # answers the drill's container and nothing on docker0.
+  if [[ -r $production_hba ]]; then
+    sed "s#[[:space:]]${docker_bridge_subnet//./\\.}[[:space:]]# $drill_subnet #" -- "$production_hba" >"$scratch_dir/pg_hba.conf"
+  else
+    printf 'local all postgres peer\n' >"$scratch_dir/pg_hba.conf"
+  fi
   : >"$scratch_dir/pg_ident.conf"
   chown postgres:postgres -- "$scratch_dir/postgresql.conf" "$scratch_dir/pg_hba.conf" "$scratch_dir/pg_ident.conf"
   chmod 0600 -- "$scratch_dir/postgresql.conf" "$scratch_dir/pg_hba.conf" "$scratch_dir/pg_ident.conf"
@@ -247,7 +286,7 @@ restore() {
   scratch_started=1
   # On the command line, so nothing restored in postgresql.auto.conf can turn archiving on or take another port.
   local opts="-c port=$scratch_port -c archive_mode=off -c hot_standby=off -c unix_socket_directories=$scratch_dir"
-  opts+=" -c listen_addresses=localhost,$docker_bridge_address -c shared_buffers=128MB -c ssl=off -c config_file=$scratch_dir/postgresql.conf"
+  opts+=" -c listen_addresses=$(listen_addresses) -c shared_buffers=128MB -c ssl=off -c config_file=$scratch_dir/postgresql.conf"
   if ! out=$(as_postgres "$pg_bin/pg_ctl" start -D "$scratch_dir" -w -t $((restore_timeout_minutes * 60)) -l "$scratch_dir/drill-server.log" -o "$opts" 2>&1); then
     printf '%s\n' "$out" >&2
     scratch_failed "the restored cluster did not start (log above): the WAL could not be replayed${target_time:+ up to $target_time}"
@@ -396,20 +435,30 @@ check_app() {
   local user=${BASH_REMATCH[3]%@}
   user=${user%%:*}
   say "the container gets DATABASE_URL=${BASH_REMATCH[1]}${user:+$user:***@}$host_alias:$scratch_port${BASH_REMATCH[5]} (production's, on the scratch port); no REDIS_URL"
+  # The app's settings the drill's own (app_env) override are left out, so each key is given once.
+  local skip='DATABASE_URL|REDIS_URL|LEANINFRA_DRILL' entry overridden=()
+  for entry in "${app_env[@]}"; do skip+="|${entry%%=*}" overridden+=("${entry%%=*}"); done
+  if ((${#overridden[@]} > 0)); then say "LEANINFRA_DRILL=1 and the drill's own ${overridden[*]}"; else say "LEANINFRA_DRILL=1"; fi
   {
-    for env_file in "${env_files[@]}"; do grep -v -E '^(DATABASE_URL|REDIS_URL)=' -- "$env_file" || true; done
+    for env_file in "${env_files[@]}"; do grep -v -E "^($skip)=" -- "$env_file" || true; done
     printf 'DATABASE_URL=%s%s%s:%s%s\n' "${BASH_REMATCH[1]}" "${BASH_REMATCH[3]}" "$host_alias" "$scratch_port" "${BASH_REMATCH[5]}"
     printf 'LEANINFRA_DRILL=1\n'
     if ((${#app_env[@]} > 0)); then printf '%s\n' "${app_env[@]}"; fi
   } >"$work_dir/drill.env"
 
-  say "starting $ref as $container_name on 127.0.0.1:$app_port, its database on $host_alias:$scratch_port (the restore)"
+  if ((!network_created)); then fail "the internal network $drill_network was not created: the app is never started with a route out"; fi
+  say "starting $ref as $container_name on the internal network $drill_network, its database on $host_alias:$scratch_port (the restore)"
   container_started=1
-  docker run --detach --name "$container_name" --init --add-host "$host_alias:host-gateway" --label leaninfra.role=drill \
-    --env-file "$work_dir/drill.env" --env "PORT=$container_port" --env "RELEASE=$release" \
-    --publish "127.0.0.1:$app_port:$container_port" "$ref" >/dev/null
+  # No published port: Docker publishes none for a container on an internal network; the host reaches it
+  # directly at its address on the network.
+  docker run --detach --name "$container_name" --init --network "$drill_network" --add-host "$host_alias:$drill_gateway" \
+    --label leaninfra.role=drill --env-file "$work_dir/drill.env" --env "PORT=$container_port" --env "RELEASE=$release" \
+    -- "$ref" >/dev/null
+  local address
+  address=$(docker container inspect --format "{{(index .NetworkSettings.Networks \"$drill_network\").IPAddress}}" "$container_name")
+  if [[ ! $address =~ ^[0-9.]+$ ]]; then fail "$container_name has no address on $drill_network ('$address')"; fi
 
-  local url="http://127.0.0.1:$app_port$health_path" code='' state t0 deadline
+  local url="http://$address:$container_port$health_path" code='' state t0 deadline
   t0=$(date +%s%3N)
   deadline=$((SECONDS + health_timeout))
   say "waiting up to ${health_timeout}s for $url to answer 200"
@@ -429,7 +478,7 @@ check_app() {
   app_summary="release $release healthy"
   say "release $release answers 200 on $health_path against the restored database after $(elapsed "$t0")s"
   local connections
-  connections=$(grep -cF "connection received: host=${docker_bridge_prefix}" "$scratch_dir/drill-server.log" || true)
+  connections=$(grep -cF "connection received: host=${drill_subnet%.*}." "$scratch_dir/drill-server.log" || true)
   if ((connections > 0)); then
     say "the container opened $connections connection(s) to the restored database"
   else
@@ -440,6 +489,9 @@ check_app() {
 teardown() {
   if ((container_started)); then
     docker rm --force "$container_name" >/dev/null 2>&1 || say "could not remove the container $container_name; remove it: docker rm -f $container_name" >&2
+  fi
+  if ((network_created)); then
+    docker network rm "$drill_network" >/dev/null 2>&1 || say "could not remove the network $drill_network; remove it: docker network rm $drill_network" >&2
   fi
   if ((scratch_started)) && [[ -f $scratch_dir/postmaster.pid ]]; then
     as_postgres "$pg_bin/pg_ctl" stop -D "$scratch_dir" -m immediate -w >/dev/null 2>&1 || say "could not stop the scratch cluster in $scratch_dir" >&2
@@ -517,6 +569,8 @@ main() {
   step=prepare
   clear_leftovers
   check_space
+  step=network
+  create_network
   step=restore
   restore
   step=tables

@@ -16,6 +16,9 @@
 #   6. verify: every table of the app's database and its rows, the last restored transaction
 #   7. start the app's containers again and wait for its health path
 #   8. print how to go back to the moved-aside data directory
+# It holds the drill's, the deploy's and the backup jobs' locks from start to end (it refuses while a
+# drill, a deploy or a backup job runs), and stops the backup and drill timers until it ends, however it
+# ends: the timers are started again on success, failure or interruption.
 # Before step 1 it checks, changing nothing: the repository answers and holds a backup from before the
 # target, the data volume has room for a second copy, no tablespaces. A failure before step 3 puts
 # PostgreSQL and the app back as they were; after it, the script stops and prints how to go back.
@@ -41,6 +44,9 @@ readonly deploy_script='/usr/local/sbin/leaninfra-deploy'
 readonly backup_command='/usr/local/sbin/leaninfra-backup'
 readonly restore_log='/var/log/leaninfra/restore.log'
 readonly lock_file='/run/lock/leaninfra-drill.lock'
+readonly deploy_lock_file='/run/lock/leaninfra-deploy.lock'
+readonly backup_lock_file='/run/lock/leaninfra-backup.lock'
+readonly -a paused_timers=('leaninfra-backup@full.timer' 'leaninfra-drill.timer')
 readonly recovery_timeout_minutes=120
 readonly app_health_timeout_seconds=120
 # @settings-end
@@ -58,6 +64,7 @@ stopped_containers=()
 postgres_stopped=0
 moved=0
 done_ok=0
+stopped_timers=()
 started_ms=$(date +%s%3N)
 
 readonly total_steps=8
@@ -100,6 +107,41 @@ start_app() {
   if ((${#stopped_containers[@]} == 0)); then return 0; fi
   say "starting ${stopped_containers[*]}"
   docker start "${stopped_containers[@]}" >/dev/null
+}
+
+# take_other_lock FILE WHAT: an exclusive flock on FILE, held until the script exits; refuses at once
+# when someone holds it (a deploy or a backup job can take hours: the owner decides, not a timeout).
+take_other_lock() {
+  local file=$1 what=$2 fd
+  mkdir -p -- "${file%/*}"
+  exec {fd}>>"$file"
+  if ! flock --exclusive --nonblock "$fd"; then
+    die "$what holds $file; wait until it ends (or stop it), then run leaninfra-restore again. Nothing was changed."
+  fi
+}
+
+# No backup job or drill starts while production is restored: a full backup of a half-restored data
+# directory, or a drill reading it, would be worse than none. Only the timers that were active are
+# started again.
+pause_timers() {
+  local timer
+  if [[ ! -d /run/systemd/system ]]; then return 0; fi
+  for timer in "${paused_timers[@]}"; do
+    if systemctl is-active --quiet "$timer"; then stopped_timers+=("$timer"); fi
+  done
+  if ((${#stopped_timers[@]} == 0)); then return 0; fi
+  systemctl stop "${stopped_timers[@]}"
+  say "stopped ${stopped_timers[*]} until the restore ends"
+}
+
+resume_timers() {
+  if ((${#stopped_timers[@]} == 0)); then return 0; fi
+  if systemctl start "${stopped_timers[@]}"; then
+    say "started ${stopped_timers[*]} again"
+  else
+    say "could not start ${stopped_timers[*]} again: systemctl start ${stopped_timers[*]}" >&2
+  fi
+  stopped_timers=()
 }
 
 print_plan() {
@@ -234,6 +276,7 @@ on_exit() {
   local rc=$?
   trap - EXIT
   set +e
+  resume_timers
   if ((done_ok)); then exit 0; fi
   if ((step_no == 0)); then exit "$rc"; fi
   say "the restore FAILED in step $step_no (exit $rc)" >&2
@@ -283,10 +326,15 @@ main() {
 
   print_plan
   if ! take_lock "$lock_file" 0; then die "a drill or another restore holds $lock_file; wait for it to finish"; fi
+  take_other_lock "$deploy_lock_file" "a deploy of the app (leaninfra-deploy)"
+  take_other_lock "$backup_lock_file" "a backup job (systemctl list-units 'leaninfra-backup@*' shows which)"
   load_backup_secrets
   preflight
   confirm
   trap on_exit EXIT
+  # An interruption (Ctrl-C, kill, a closed terminal) ends through on_exit too: timers back, the way back printed.
+  trap 'exit 130' INT TERM HUP
+  pause_timers
   log_line "result=started"
 
   step 1 "stop the app's traffic: stop its containers (nginx serves the maintenance page meanwhile)"
