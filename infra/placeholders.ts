@@ -18,6 +18,8 @@ export function stackInputPlaceholders(cfg: StackConfig): Record<string, unknown
     : undefined;
   // The dated snapshot; `pulumi up` reads the live list.
   const cloudflareRanges: CdnRanges = cfg.cdnProxy ? { ipv4Cidrs: cloudflareIps.ipv4Cidrs, ipv6Cidrs: cloudflareIps.ipv6Cidrs } : { ipv4Cidrs: [], ipv6Cidrs: [] };
+  // BackupBucket's own derivation from the same keys, so out/ shows the endpoint `pulumi up` uses (a bucket
+  // in a jurisdiction has its own host); tests/component/plan.test.ts compares the two backups bundles.
   const s3: S3Settings = {
     endpoint: r2Endpoint(cfg.backupAccountId, cfg.backupJurisdiction),
     region: "auto",

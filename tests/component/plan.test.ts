@@ -4,6 +4,11 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import test from "node:test";
+import { PROJECT, validateConfig } from "../../infra/config";
+import { runWithMocks, settle } from "../../infra/mock-run";
+import { readStackFile } from "../../infra/plan";
+import { buildStack, projectConfig } from "../../infra/stack";
+import { mockCloudOutputs } from "../lib/mock-cloud";
 
 const REPO = path.resolve(__dirname, "../..");
 const PLAN = path.join(REPO, "infra/plan.ts");
@@ -110,4 +115,43 @@ test("a missing stack file is a clear error", () => {
   const { code, stderr } = runPlan(["--stack", "staging"], dir);
   assert.equal(code, 2);
   assert.match(stderr, /No stack file Pulumi\.staging\.yaml \(stacks here: prod\)/);
+});
+
+/** The lines of a backups bundle that say where the bucket is: pgBackRest's, s3cmd's and the scripts' own. */
+function bucketLines(bundle: string): string[] {
+  return bundle.split("\n").filter((l) => /cloudflarestorage\.com|^repo1-s3-(endpoint|region|bucket|uri-style)=|^readonly bucket=/.test(l));
+}
+
+test("the plan's backups bundle sends pgBackRest to the endpoint and bucket `pulumi up` gives it, for the same stack file", async () => {
+  // A bucket in the EU jurisdiction has its own endpoint host, which a plan built without it would miss.
+  const dir = project({ "Pulumi.prod.yaml": PROD });
+  assert.match(PROD, /^ {2}leaninfra:backupJurisdiction: eu$/m);
+  const planned = runPlan([], dir);
+  assert.equal(planned.code, 0, planned.stderr);
+  const preview = bucketLines(fs.readFileSync(path.join(dir, "out/prod/bundles/backups.sh"), "utf8"));
+
+  // The program as `pulumi up` runs it, on the same stack file: the backups role gets BackupBucket's s3 output.
+  const stackFile = readStackFile("prod", dir);
+  const cfg = validateConfig("prod", projectConfig(stackFile.config), stackFile.secretKeys, { allConfig: stackFile.config });
+  const { resources, result } = await runWithMocks(
+    {
+      project: PROJECT,
+      stack: "prod",
+      preview: false,
+      config: { ...stackFile.config, [`${PROJECT}:backupApiToken`]: "backup-token" },
+      secretKeys: [...stackFile.secretKeys, `${PROJECT}:backupApiToken`],
+      revealSecrets: true,
+      computed: mockCloudOutputs,
+    },
+    () => buildStack(cfg),
+  );
+  const command = resources.find((r) => r.type === "command:remote:Command" && r.name === "host-role-backups");
+  assert.ok(command, "the backups role runs on pulumi up");
+  const deployed = bucketLines(String(command.inputs.stdin));
+  const endpoint = String(await settle(result.outputs.backupEndpoint));
+
+  assert.match(endpoint, /^https:\/\/fedcba9876543210fedcba9876543210\.eu\.r2\.cloudflarestorage\.com$/);
+  assert.ok(deployed.includes(`repo1-s3-endpoint=${endpoint.replace(/^https:\/\//, "")}`), deployed.join("\n"));
+  assert.ok(deployed.length >= 5, `the bundle names its bucket in several places:\n${deployed.join("\n")}`);
+  assert.deepEqual(preview, deployed, "out/prod/bundles/backups.sh names the bucket as the bundle pulumi up sends");
 });
