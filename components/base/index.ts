@@ -21,13 +21,47 @@ export const BASE_DIRECTORIES: readonly RoleDirectory[] = [
   { path: "/srv/data", mode: "0755" },
   // Debian's node_exporter reads *.prom files here (its built-in --collector.textfile.directory).
   { path: "/var/lib/prometheus/node-exporter", mode: "0755" },
+  { path: "/etc/systemd/system/prometheus-node-exporter.service.d", mode: "0755" },
 ];
 
 const NODE_EXPORTER_DEFAULTS = "/etc/default/prometheus-node-exporter";
 const FILES_DIR = path.join(__dirname, "files");
 
-// A restart needs systemd; the test roots run without it, and say so instead of failing.
-const restartNodeExporter = systemctlHandler("restart prometheus-node-exporter");
+/** The files of the base role beyond the layout: where they land on the host. */
+export const BASE_FILES = Object.freeze({
+  /** sshd's algorithms, host key and limits (files/sshd-hardening.conf); sorts before cloud-init's 10-leaninfra.conf. */
+  sshdDropIn: "/etc/ssh/sshd_config.d/05-leaninfra-hardening.conf",
+  /** The sandbox of Debian's prometheus-node-exporter.service. */
+  nodeExporterDropIn: "/etc/systemd/system/prometheus-node-exporter.service.d/leaninfra-hardening.conf",
+  /** needrestart's unattended policy. */
+  needrestartConf: "/etc/needrestart/conf.d/leaninfra.conf",
+});
+
+// A restart needs systemd; the test roots run without it, and say so instead of failing. The unit's
+// drop-in may have changed with the defaults: systemd reads it again first.
+const restartNodeExporter = `if [ -d /run/systemd/system ]; then
+  systemctl daemon-reload
+  systemctl restart prometheus-node-exporter
+else
+  echo "systemd is not running here: skipped systemctl restart prometheus-node-exporter"
+fi`;
+
+// A reload keeps every open session (this bundle's own included); sshd re-reads its config. With
+// socket activation there is no running ssh.service, and each connection reads the new file anyway.
+const reloadSsh = systemctlHandler("try-reload-or-restart ssh");
+
+/**
+ * The new files as their programs read them: sshd -t loads the whole sshd config, host key included;
+ * perl parses needrestart's file. A failure puts the previous files back.
+ */
+const validate = `# sshd -t wants its privilege separation directory, which ssh.service creates when it starts.
+mkdir -p /run/sshd
+sshd -t
+perl -c ${BASE_FILES.needrestartConf}`;
+
+function file(name: string): string {
+  return fs.readFileSync(path.join(FILES_DIR, name), "utf8");
+}
 
 /** The host's README (files/README.txt): its one marker, {{adminUser}}, becomes the admin user. */
 function readme(adminUser: string): string {
@@ -89,7 +123,7 @@ export function baseRole(settings: BaseSettings): HostRole {
   refuseProblems("base", baseSettingsProblems(settings));
   return {
     name: "base",
-    description: "common packages, the LeanInfra directory layout, node_exporter on loopback, the data volume mounted",
+    description: "common packages, the LeanInfra directory layout, sshd hardened, node_exporter on loopback and sandboxed, needrestart, the data volume mounted",
     packages: [
       "ca-certificates",
       "curl",
@@ -100,14 +134,22 @@ export function baseRole(settings: BaseSettings): HostRole {
       // fsck.ext4 for the data volume's fstab entry (pass 2).
       "e2fsprogs",
       "unattended-upgrades",
+      // Restarts what still runs an upgraded library after unattended-upgrades (files/needrestart.conf).
+      "needrestart",
+      // On Debian's image already; listed so sshd -t is there to check the drop-in.
+      "openssh-server",
       "prometheus-node-exporter",
     ],
     directories: [...BASE_DIRECTORIES],
     files: [
       { path: "/etc/leaninfra/README", mode: "0644", content: readme(settings.adminUser) },
       // Only nginx listens beyond localhost; Prometheus scrapes node_exporter on loopback.
-      { path: NODE_EXPORTER_DEFAULTS, mode: "0644", content: fs.readFileSync(path.join(FILES_DIR, "prometheus-node-exporter"), "utf8"), onChange: restartNodeExporter },
+      { path: NODE_EXPORTER_DEFAULTS, mode: "0644", content: file("prometheus-node-exporter"), onChange: restartNodeExporter },
+      { path: BASE_FILES.nodeExporterDropIn, mode: "0644", content: file("prometheus-node-exporter.service.conf"), onChange: restartNodeExporter },
+      { path: BASE_FILES.sshdDropIn, mode: "0644", content: file("sshd-hardening.conf"), onChange: reloadSsh },
+      { path: BASE_FILES.needrestartConf, mode: "0644", content: file("needrestart.conf") },
     ],
+    validate,
     apply: mountDataVolume,
     healthCheck: layoutHealthCheck(BASE_DIRECTORIES),
   };

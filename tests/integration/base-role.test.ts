@@ -1,7 +1,7 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import { baseRole } from "../../components/base";
+import { BASE_FILES, baseRole } from "../../components/base";
 import { renderRoleBundle, roleDigest, ROLE_MARKER_DIR } from "../../components/host/bundle";
 import { HostRole } from "../../components/host/role";
 import { DebianRoot, RunResult, show, withDebianRoot } from "../lib/debian-root";
@@ -64,6 +64,27 @@ test("the base role applies to a fresh Debian 13 root, and a second run changes 
     assert.equal(second.code, 0, show(second));
     assert.equal(second.stdout, "[base] no changes\n", show(second));
     assert.equal(snapshot(root, managed), before, "a second run must not change anything");
+
+    // Debian 13's sshd reads the drop-in (validation ran sshd -t) and these are its values now.
+    const effective = root.run("mkdir -p /run/sshd && sshd -T -C user=ops,addr=203.0.113.7,host=client,laddr=127.0.0.1,lport=22");
+    assert.equal(effective.code, 0, show(effective));
+    assert.match(effective.stdout, /^kexalgorithms mlkem768x25519-sha256,sntrup761x25519-sha512@openssh\.com,curve25519-sha256,curve25519-sha256@libssh\.org$/m);
+    assert.match(effective.stdout, /^hostkeyalgorithms ssh-ed25519$/m);
+    assert.match(effective.stdout, /^macs hmac-sha2-512-etm@openssh\.com,hmac-sha2-256-etm@openssh\.com$/m);
+    assert.deepEqual(effective.stdout.match(/^hostkey .*$/gm), ["hostkey /etc/ssh/ssh_host_ed25519_key"]);
+    assert.match(effective.stdout, /^maxauthtries 10$/m);
+    assert.match(effective.stdout, /^loglevel VERBOSE$/m);
+
+    // A drop-in sshd refuses (an algorithm this OpenSSH does not know) is put back before sshd reloads.
+    const sshdFile = role.files.find((f) => f.path === BASE_FILES.sshdDropIn)!;
+    const broken = { ...role, files: role.files.map((f) => (f === sshdFile ? { ...f, content: f.content.replace("KexAlgorithms ", "KexAlgorithms leaninfra-no-such-kex,") } : f)) };
+    const refused = applyBundle(root, renderRoleBundle(broken));
+    assert.notEqual(refused.code, 0, show(refused));
+    assert.match(refused.stderr, /leaninfra-no-such-kex/, "sshd -t names the bad value");
+    assert.match(refused.stderr, new RegExp(`^\\[base\\] restored ${BASE_FILES.sshdDropIn} to its previous version$`, "m"));
+    assert.match(lastRoleLine(refused.stderr, "base"), /^\[base\] FAILED during validate: validation failed/);
+    assert.equal(fs.readFileSync(root.hostPath(BASE_FILES.sshdDropIn), "utf8"), sshdFile.content);
+    assert.equal(applyBundle(root, bundle).stdout, "[base] no changes\n");
   });
 });
 
