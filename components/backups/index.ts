@@ -46,7 +46,7 @@ function walQueueScript(volumeSizeGb: number): string {
   return renderScript(path.join(BACKUPS_FILES_DIR, "leaninfra-wal-queue.sh"), {
     data_dir: P.dataDirectory,
     queue_max_bytes: archivePushQueueMaxMiB(volumeSizeGb) * 1024 * 1024,
-    archive_push_log: BACKUPS.archivePushLog,
+    archive_push_logs: [...BACKUPS.archivePushLogs],
     metrics_file: BACKUPS.metrics.walArchive,
   });
 }

@@ -39,8 +39,11 @@ export const BACKUPS = Object.freeze({
     drill: `${LAYOUT.textfileDir}/leaninfra_drill.prom`,
     walArchive: `${LAYOUT.textfileDir}/leaninfra_wal_archive.prom`,
   },
-  /** pgBackRest's log of the background WAL pushes (log-level-file=info): where it says it dropped WAL. */
-  archivePushLog: `/var/log/pgbackrest/${BACKUP_LAYOUT.stanza}-archive-push-async.log`,
+  /** pgBackRest's logs of archive_command and of its background pushes (log-level-file=info): where it says it dropped WAL. */
+  archivePushLogs: [
+    `/var/log/pgbackrest/${BACKUP_LAYOUT.stanza}-archive-push.log`,
+    `/var/log/pgbackrest/${BACKUP_LAYOUT.stanza}-archive-push-async.log`,
+  ],
 });
 
 /** The pgBackRest settings every backups script renders (files/pgbackrest-lib.sh reads them from the script that includes it). */

@@ -35,12 +35,13 @@ export const WAL_QUEUE_TIMER = "leaninfra-wal-queue.timer";
  * systemd sandboxing every service of the role keeps (each checked by systemd-analyze security and by
  * the services running under it in tests/integration/backups-systemd.test.ts). The jobs run as root
  * and switch to postgres with runuser, so they keep root's capabilities; what they lose is write access
- * to /usr, /boot and /etc, other users' homes, a shared /tmp, the kernel's knobs and new privileges.
+ * to /usr, /boot and /etc, other users' homes, the kernel's knobs and new privileges. No PrivateTmp:
+ * pgBackRest keeps its locks in /tmp/pgbackrest, which a job must share with PostgreSQL's archive-push
+ * and with pgbackrest run by hand, or two backups could run at once.
  */
-const SANDBOX = `# Sandbox: the job writes only to /var (logs, spool, metrics), /run/lock and the data volume.
+const SANDBOX = `# Sandbox: the job writes only to /var (logs, spool, metrics), /run, /tmp and the data volume.
 ProtectSystem=full
 ProtectHome=yes
-PrivateTmp=yes
 NoNewPrivileges=yes
 ProtectKernelTunables=yes
 ProtectKernelModules=yes
@@ -139,6 +140,7 @@ ReadWritePaths=${LAYOUT.textfileDir}
 PrivateNetwork=yes
 PrivateDevices=yes
 RestrictNamespaces=yes
+PrivateTmp=yes
 UMask=0022
 ${SANDBOX.replace(/^RestrictAddressFamilies=.*$/m, "RestrictAddressFamilies=AF_UNIX").replace(/^# ss reads.*\n/m, "")}
 `;

@@ -61,6 +61,8 @@ const REFUSALS: Record<string, Refusal[]> = {
     { set: { drillFreshnessQuery: "DELETE FROM orders" }, key: "drillFreshnessQuery", says: "SELECT" },
     { set: { drillRowTolerancePercent: 101 }, key: "drillRowTolerancePercent", says: "at most 100" },
     { set: { drillMaxDataAgeMinutes: 0 }, key: "drillMaxDataAgeMinutes", says: "at least 1" },
+    { set: { drillAppEnv: ["LEANINFRA_DRILL=0"] }, key: "drillAppEnv[0]", says: "which the drill sets itself" },
+    { set: { drillAppEnv: ["MAIL_DELIVERY=off", "NOTE=tab\there"] }, key: "drillAppEnv[1]", says: "printable text" },
   ],
 };
 

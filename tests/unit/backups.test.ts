@@ -281,7 +281,7 @@ test("archive-push-queue-max: a fifth of the data volume, in the conf and in the
   const queue = role.files.find((f) => f.path === BACKUPS.bin.walQueue)!;
   assert.equal(queue.mode, "0755");
   assert.match(queue.content, new RegExp(`^readonly queue_max_bytes=${10240 * 1024 * 1024}$`, "m"));
-  assert.match(queue.content, new RegExp(`^readonly archive_push_log='${BACKUPS.archivePushLog}'$`, "m"));
+  assert.ok(queue.content.split("\n").includes(`readonly -a archive_push_logs=(${BACKUPS.archivePushLogs.map((l) => `'${l}'`).join(" ")})`));
   assertShellcheckClean("leaninfra-wal-queue", queue.content);
   for (const bad of [0, -1, Number.NaN, 20000]) {
     assert.match(backupsSettingsProblems({ ...settings, volumeSizeGb: bad }).join("\n"), /^volumeSizeGb .* must be the data volume's size in GB/m, String(bad));
@@ -290,11 +290,14 @@ test("archive-push-queue-max: a fifth of the data volume, in the conf and in the
 
 test("every service of the role runs sandboxed; the queue metric's without network and with one capability", () => {
   for (const unit of [renderBackupService(), renderDrillService(), renderWalQueueService()]) {
-    for (const line of ["ProtectSystem=(full|strict)", "ProtectHome=yes", "PrivateTmp=yes", "NoNewPrivileges=yes", "ProtectKernelTunables=yes", "RestrictSUIDSGID=yes", "SystemCallArchitectures=native"]) {
+    for (const line of ["ProtectSystem=(full|strict)", "ProtectHome=yes", "NoNewPrivileges=yes", "ProtectKernelTunables=yes", "RestrictSUIDSGID=yes", "SystemCallArchitectures=native"]) {
       assert.match(unit, new RegExp(`^${line}$`, "m"), `${unit.split("\n")[2]}: ${line}`);
     }
   }
+  // pgBackRest's locks in /tmp/pgbackrest are shared with PostgreSQL's archive-push: no private /tmp for the jobs.
+  assert.doesNotMatch(renderBackupService(), /PrivateTmp/);
   const queue = renderWalQueueService();
+  assert.match(queue, /^PrivateTmp=yes$/m);
   assert.match(queue, /^CapabilityBoundingSet=CAP_DAC_READ_SEARCH$/m);
   assert.match(queue, /^PrivateNetwork=yes$/m);
   assert.match(queue, /^RestrictAddressFamilies=AF_UNIX$/m);

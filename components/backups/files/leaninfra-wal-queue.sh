@@ -6,7 +6,7 @@
 # PostgreSQL marks every WAL segment it wants archived with pg_wal/archive_status/<segment>.ready and
 # removes the mark once archive_command succeeded. pgBackRest's archive-push-queue-max caps the marked
 # WAL: beyond it, pgBackRest drops the waiting segments (reports them archived) and logs
-# "dropped WAL file(s)" in archive_push_log; from then on point-in-time recovery has a gap until the
+# "dropped WAL file '<segment>' because archive queue exceeded ..." in its logs; from then on point-in-time recovery has a gap until the
 # next full or differential backup.
 # shellcheck source=components/host/files/leaninfra-lib.sh
 source "${BASH_SOURCE[0]%/*}/../../host/files/leaninfra-lib.sh" # @lib
@@ -14,7 +14,7 @@ source "${BASH_SOURCE[0]%/*}/../../host/files/leaninfra-lib.sh" # @lib
 # @settings-begin
 readonly data_dir='/srv/data/postgresql/17/main'
 readonly queue_max_bytes=4294967296
-readonly archive_push_log='/var/log/pgbackrest/main-archive-push-async.log'
+readonly -a archive_push_logs=('/var/log/pgbackrest/main-archive-push.log' '/var/log/pgbackrest/main-archive-push-async.log')
 readonly metrics_file='/var/lib/prometheus/node-exporter/leaninfra_wal_archive.prom'
 # @settings-end
 
@@ -40,12 +40,14 @@ done
 # The time of pgBackRest's last "dropped WAL" warning (its log is in the server's time zone, UTC on
 # LeanInfra's servers); 0 when it never dropped any, or its log was rotated away.
 last_drop=0
-if [[ -r $archive_push_log ]]; then
-  line=$(grep -a 'dropped WAL file' -- "$archive_push_log" | tail -n 1 || true)
+for log in "${archive_push_logs[@]}"; do
+  if [[ ! -r $log ]]; then continue; fi
+  line=$(grep -a 'dropped WAL file' -- "$log" | tail -n 1 || true)
   if [[ $line =~ ^([0-9]{4}-[0-9]{2}-[0-9]{2}\ [0-9]{2}:[0-9]{2}:[0-9]{2}) ]]; then
-    last_drop=$(date -d "${BASH_REMATCH[1]}" +%s)
+    at=$(date -d "${BASH_REMATCH[1]}" +%s)
+    if ((at > last_drop)); then last_drop=$at; fi
   fi
-fi
+done
 
 {
   metric leaninfra_wal_archive_queue_bytes 'Bytes of WAL waiting to be archived to the bucket (PostgreSQL .ready segments).' "$bytes"
