@@ -31,13 +31,21 @@ export interface RedisJobProfile {
   maxmemoryPolicy: "allkeys-lru" | "volatile-lru" | "noeviction";
   /** none: lost on restart, as a cache may be; aof: every write appended, fsync'd every second. */
   persistence: "none" | "aof";
-  /** Commands the app's (default) user may not run, beyond the @admin category. */
+  /**
+   * Lua scripts for the app: EVAL, EVALSHA, their read-only forms, SCRIPT LOAD and SCRIPT EXISTS, for a job
+   * whose client libraries are built on them; FUNCTION, FCALL and the rest of SCRIPT never (REDIS_APP_ACL).
+   */
+  scripts: boolean;
+  /** Why the job needs scripts, or does without them: the ACL's comment in redis.conf says it. */
+  scriptsBecause: string;
+  /** Commands the app's (default) user may not run on this job, beyond what it may never run (REDIS_APP_ACL). */
   deniedCommands: string[];
 }
 
 /**
- * One job per Redis, each with the eviction and persistence that job needs. FLUSHALL is never the app's
- * to run; FLUSHDB only for a cache, where clearing it is an ordinary operation (e.g. Django's cache.clear()).
+ * One job per Redis, each with the eviction, persistence and commands that job needs. FLUSHDB only for a
+ * cache, where clearing it is an ordinary operation (e.g. Django's cache.clear()); Lua scripts for a cache
+ * and a queue, whose libraries run them, not for sessions, whose stores only read and write keys.
  */
 export const REDIS_JOBS = Object.freeze({
   cache: {
@@ -45,21 +53,27 @@ export const REDIS_JOBS = Object.freeze({
     brief: "evicts, no persistence",
     maxmemoryPolicy: "allkeys-lru",
     persistence: "none",
-    deniedCommands: ["flushall"],
+    scripts: true,
+    scriptsBecause: "cache libraries count, rate-limit and lock with Lua scripts (django-redis's incr, rate-limit-redis, Laravel's cache locks)",
+    deniedCommands: [],
   },
   sessions: {
     summary: "sessions: only keys with a TTL are evicted (least recently used first), kept on disk in the AOF",
     brief: "persistent, evicts only expiring keys",
     maxmemoryPolicy: "volatile-lru",
     persistence: "aof",
-    deniedCommands: ["flushall", "flushdb"],
+    scripts: false,
+    scriptsBecause: "session stores read and write whole keys with a TTL (GET, SET EX, EXPIRE, DEL, SCAN) and run no script",
+    deniedCommands: ["flushdb"],
   },
   queue: {
     summary: "queue: nothing is ever evicted (writes fail with OOM when full), kept on disk in the AOF",
     brief: "persistent, never evicts",
     maxmemoryPolicy: "noeviction",
     persistence: "aof",
-    deniedCommands: ["flushall", "flushdb"],
+    scripts: true,
+    scriptsBecause: "queue libraries move jobs between lists and sets atomically with Lua scripts (BullMQ, Sidekiq)",
+    deniedCommands: ["flushdb"],
   },
 } satisfies Record<string, RedisJobProfile>);
 
@@ -79,6 +93,36 @@ export const REDIS_JOB_LIST = orList(REDIS_JOB_NAMES);
 
 export function isRedisJob(value: unknown): value is RedisJob {
   return typeof value === "string" && Object.prototype.hasOwnProperty.call(REDIS_JOBS, value);
+}
+
+/**
+ * What the app's user may never run, whatever its job. Its rules start from every command (+@all) and lose:
+ * - @admin: CONFIG, DEBUG, SHUTDOWN, MODULE, ACL changes, MONITOR, SAVE, REPLICAOF, CLIENT LIST and KILL...;
+ * - @scripting: FUNCTION and FCALL (code stored in the server, kept in its AOF and run by anyone), SCRIPT FLUSH,
+ *   KILL and DEBUG, and EVAL too unless the job has `scripts` (REDIS_SCRIPT_COMMANDS are then given back);
+ * - FLUSHALL (every database at once), KEYS (one blocking walk over every key: SCAN does it in steps), SWAPDB,
+ *   MIGRATE, RESTORE and RESTORE-ASKING (keys sent to another server, or written from a serialized payload).
+ * Not the whole @dangerous category: the rest of it is INFO, which BullMQ and Sidekiq read at connect (the
+ * server's version, BullMQ also its maxmemory-policy), and SORT, which reads only keys the user may read anyway.
+ * A script's redis.call is checked against the same rules, so EVAL does not give back KEYS or FLUSHALL.
+ */
+export const REDIS_APP_DENIED = Object.freeze({
+  categories: ["admin", "scripting"],
+  commands: ["flushall", "keys", "swapdb", "migrate", "restore", "restore-asking"],
+});
+
+/** Lua scripts as client libraries run them (EVALSHA, EVAL when the server lost it, SCRIPT LOAD or EXISTS first). */
+export const REDIS_SCRIPT_COMMANDS = Object.freeze(["eval", "evalsha", "eval_ro", "evalsha_ro", "script|load", "script|exists"]);
+
+/** The app user's command rules for a job, in the order Redis applies them (a later rule wins). */
+export function redisAppCommandRules(job: RedisJob): string {
+  const profile = REDIS_JOBS[job];
+  return [
+    "+@all",
+    ...REDIS_APP_DENIED.categories.map((c) => `-@${c}`),
+    ...(profile.scripts ? REDIS_SCRIPT_COMMANDS.map((c) => `+${c}`) : []),
+    ...[...REDIS_APP_DENIED.commands, ...profile.deniedCommands].map((c) => `-${c}`),
+  ].join(" ");
 }
 
 /**
@@ -107,6 +151,16 @@ export interface RedisConfSettings {
   adminPassword: string;
 }
 
+/** A "# - " list item of a config comment, wrapped at 110 columns. */
+function bullet(text: string): string {
+  const lines = [""];
+  for (const word of text.split(" ")) {
+    if (lines[lines.length - 1] && lines[lines.length - 1].length + word.length + 5 > 110) lines.push("");
+    lines[lines.length - 1] += (lines[lines.length - 1] ? " " : "") + word;
+  }
+  return lines.map((line, i) => `${i === 0 ? "# - " : "#   "}${line}`).join("\n");
+}
+
 /** The whole /etc/redis/redis.conf: short enough to read in one screen. */
 export function renderRedisConf(s: RedisConfSettings): string {
   const job = REDIS_JOBS[s.redisJob];
@@ -123,7 +177,14 @@ appendfsync everysec
 appendfilename "appendonly.aof"
 appenddirname "appendonlydir"
 aof-use-rdb-preamble yes`;
-  const denied = job.deniedCommands.map((c) => `-${c}`).join(" ");
+  const upper = (commands: readonly string[], last: "and" | "or") => {
+    const words = commands.map((c) => c.toUpperCase().replace("|", " "));
+    return `${words.slice(0, -1).join(", ")} ${last} ${words[words.length - 1]}`;
+  };
+  const scripts = job.scripts
+    ? `FUNCTION, FCALL and SCRIPT FLUSH, KILL or DEBUG; scripts are allowed (${upper(REDIS_SCRIPT_COMMANDS, "and")}): ${job.scriptsBecause};`
+    : `the scripting ones (EVAL, EVALSHA, SCRIPT, FUNCTION, FCALL): ${job.scriptsBecause};`;
+  const denied = `${upper([...REDIS_APP_DENIED.commands, ...job.deniedCommands], "or")} (SCAN walks the keys without blocking Redis).`;
   return `# Managed by LeanInfra (role "redis"); edit the role in the repository, not this file.
 # Redis has one job here, ${job.summary}.
 
@@ -149,10 +210,13 @@ maxmemory-policy ${job.maxmemoryPolicy}
 ${persistence}
 
 # Users. Passwords are stored as SHA-256 (#...), never in clear. The app logs in as "default" with its
-# password alone (redis://:PASSWORD@host:${REDIS_PORT}) and may run every command but the @admin ones
-# (CONFIG, DEBUG, SHUTDOWN, MODULE, ACL changes, MONITOR, SAVE...) and ${job.deniedCommands.map((c) => c.toUpperCase()).join(", ")}.
+# password alone (redis://:PASSWORD@host:${REDIS_PORT}) and may run every command but:
+# - the @admin ones (CONFIG, DEBUG, SHUTDOWN, MODULE, ACL changes, MONITOR, SAVE, CLIENT LIST...);
+${bullet(scripts)}
+${bullet(denied)}
+# A script's commands are checked against the same rules.
 # "${REDIS_ADMIN_USER}" may run everything: sudo leaninfra-redis-cli on the server.
-user default reset on #${redisPasswordHash(s.password)} ~* &* +@all -@admin ${denied}
+user default reset on #${redisPasswordHash(s.password)} ~* &* ${redisAppCommandRules(s.redisJob)}
 user ${REDIS_ADMIN_USER} reset on #${redisPasswordHash(s.adminPassword)} ~* &* +@all
 `;
 }

@@ -1,10 +1,10 @@
 import test from "node:test";
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import { baseRole } from "../../components/base";
 import { renderRoleBundle } from "../../components/host/bundle";
-import { REDIS_PATHS, RedisSettings, redisMaxMemoryMb, redisRole } from "../../components/redis";
+import { REDIS_PATHS, RedisJob, RedisSettings, redisMaxMemoryMb, redisRole } from "../../components/redis";
 import { RunResult, show, withDebianRoot } from "../lib/debian-root";
 import { REDIS_PORT_LOCK, withLock } from "../lib/host-lock";
 import { sections } from "../lib/sections";
@@ -54,7 +54,89 @@ fill() {
 }
 conf() { admin CONFIG GET "$1" | sed -n 2p; }
 info() { app INFO "$1" | grep "^$2:" | cut -d: -f2; }
+# The app's commands the ACL decides on, one "name: answer" line each (an answer's lines joined with '|');
+# FLUSHDB last, as it empties a cache.
+probe() { printf '%s: %s\n' "$1" "$(shift; app "$@" | paste -sd '|')"; }
+acl_probe() {
+  local sha
+  sha=$(printf %s "return 'loaded'" | sha1sum | cut -c1-40)
+  # The queue's AOF may hold the sessions' probe keys (same data directory): start from none.
+  app DEL probe:k probe:l >/dev/null
+  app SET probe:k v >/dev/null
+  app RPUSH probe:l 3 1 2 >/dev/null
+  probe eval EVAL "return 'lua'" 0
+  probe eval_ro EVAL_RO "return 'ro'" 0
+  probe script-load SCRIPT LOAD "return 'loaded'"
+  probe evalsha EVALSHA "$sha" 0
+  probe evalsha_ro EVALSHA_RO "$sha" 0
+  probe script-exists SCRIPT EXISTS "$sha"
+  probe script-flush SCRIPT FLUSH
+  probe script-kill SCRIPT KILL
+  probe function-load FUNCTION LOAD "#!lua name=probe
+redis.register_function('probe', function() return 1 end)"
+  probe function-list FUNCTION LIST
+  probe fcall FCALL probe 0
+  probe fcall_ro FCALL_RO probe 0
+  probe lua-keys EVAL "return redis.call('KEYS', '*')" 0
+  probe keys KEYS '*'
+  probe swapdb SWAPDB 0 1
+  probe migrate MIGRATE 127.0.0.1 6380 probe:k 0 1000
+  probe restore RESTORE probe:r 0 payload
+  probe restore-asking RESTORE-ASKING probe:r 0 payload
+  probe flushall FLUSHALL
+  printf 'info: %s\n' "$(app INFO server | grep -c '^redis_version:')"
+  printf 'scan: %s\n' "$(app SCAN 0 MATCH 'probe:*' COUNT 1000 | sort | paste -sd '|')"
+  probe sort SORT probe:l
+  probe client-setname CLIENT SETNAME probe
+  probe flushdb FLUSHDB
+}
 `;
+
+/** Jobs whose libraries run Lua scripts: they keep EVAL, EVALSHA and SCRIPT LOAD (components/redis/config.ts). */
+const LUA: Record<RedisJob, boolean> = { cache: true, sessions: false, queue: true };
+const noperm = (command: string) => `NOPERM User default has no permissions to run the '${command}' command`;
+
+/** What acl_probe prints for a job: the app's denied commands fail with NOPERM, the rest work. */
+function aclExpected(job: RedisJob): Record<string, string | RegExp> {
+  const lua = LUA[job];
+  return {
+    eval: lua ? "lua" : noperm("eval"),
+    eval_ro: lua ? "ro" : noperm("eval_ro"),
+    "script-load": lua ? createHash("sha1").update("return 'loaded'").digest("hex") : noperm("script|load"),
+    evalsha: lua ? "loaded" : noperm("evalsha"),
+    evalsha_ro: lua ? "loaded" : noperm("evalsha_ro"),
+    "script-exists": lua ? "1" : noperm("script|exists"),
+    "script-flush": noperm("script|flush"),
+    "script-kill": noperm("script|kill"),
+    "function-load": noperm("function|load"),
+    "function-list": noperm("function|list"),
+    fcall: noperm("fcall"),
+    fcall_ro: noperm("fcall_ro"),
+    // A script runs with its caller's rules: EVAL does not give KEYS back.
+    "lua-keys": lua ? /^ERR ACL failure in script: User default has no permissions to run the 'keys' command script: / : noperm("eval"),
+    keys: noperm("keys"),
+    swapdb: noperm("swapdb"),
+    migrate: noperm("migrate"),
+    restore: noperm("restore"),
+    "restore-asking": noperm("restore-asking"),
+    flushall: noperm("flushall"),
+    info: "1",
+    scan: "0|probe:k|probe:l",
+    sort: "1|2|3",
+    "client-setname": "OK",
+    flushdb: job === "cache" ? "OK" : noperm("flushdb"),
+  };
+}
+
+function assertAcl(job: RedisJob, printed: string): void {
+  const answers = Object.fromEntries(printed.split("\n").map((line) => line.split(/: (.*)/s).slice(0, 2)));
+  const expected = aclExpected(job);
+  assert.deepEqual(Object.keys(answers), Object.keys(expected), `${job}: every probe answered once:\n${printed}`);
+  for (const [name, want] of Object.entries(expected)) {
+    if (typeof want === "string") assert.equal(answers[name], want, `${job}: ${name}`);
+    else assert.match(answers[name], want, `${job}: ${name}`);
+  }
+}
 
 const noSecret = (r: RunResult) =>
   assert.ok(
@@ -62,7 +144,7 @@ const noSecret = (r: RunResult) =>
     `a password was printed:\n${show(r)}`,
   );
 
-test("the redis role runs one job with a password, and its eviction and persistence are the job's", { timeout: 20 * 60_000 }, async () => {
+test("the redis role runs one job with a password, and its eviction, persistence and the app's commands are the job's", { timeout: 20 * 60_000 }, async () => {
   const sessions = settings();
   // Redis listens on 6379 in the host's network namespace, as in any other root that runs one.
   await withLock(REDIS_PORT_LOCK, 20 * 60_000, () => withDebianRoot((root) => {
@@ -108,6 +190,8 @@ sec app-ping
 app PING
 sec app-denied
 app CONFIG GET maxmemory; app FLUSHALL; app FLUSHDB; app DEBUG SLEEP 0; app SHUTDOWN
+sec sessions-acl
+acl_probe
 sec info
 info memory maxmemory; info memory maxmemory_policy; info persistence aof_enabled
 sec config
@@ -137,6 +221,7 @@ stop_redis
       'ERR DEBUG command not allowed. If the enable-debug-command option is set to "local", you can run it from a local connection, otherwise you need to set this option in the configuration file, and then restart the server.',
       "NOPERM User default has no permissions to run the 'shutdown' command",
     ]);
+    assertAcl("sessions", out["sessions-acl"]);
     assert.equal(out.info, `${redisMaxMemoryMb(2048) * 1024 * 1024}\nvolatile-lru\n1`);
     assert.equal(
       out.config,
@@ -152,6 +237,8 @@ bash /root/redis-cache.sh 2>&1; echo "exit=$?"
 start_redis
 sec cache-config
 for name in maxmemory maxmemory-policy appendonly save; do echo "$name=$(conf "$name")"; done
+sec cache-acl
+acl_probe
 sec cache-fill
 fill 10000
 sec cache-after
@@ -168,6 +255,9 @@ bash /root/redis-queue.sh 2>&1; echo "exit=$?"
 start_redis
 sec queue-config
 for name in maxmemory maxmemory-policy appendonly save; do echo "$name=$(conf "$name")"; done
+sec queue-acl
+acl_probe
+app DEL probe:k probe:l >/dev/null
 sec queue-fill
 fill 10000
 sec queue-after
@@ -187,6 +277,8 @@ grep -c evict-sometimes /etc/redis/redis.conf || true
     assert.match(j["cache-run"], /^\[redis\] updated file \/etc\/redis\/redis\.conf /m);
     assert.match(j["cache-run"], /exit=0$/);
     assert.equal(j["cache-config"], `maxmemory=${4 * 1024 * 1024}\nmaxmemory-policy=allkeys-lru\nappendonly=no\nsave=`);
+    assertAcl("cache", j["cache-acl"]);
+    assertAcl("queue", j["queue-acl"]);
     assert.equal(j["cache-fill"], "10000 OK", "a full cache evicts instead of refusing writes");
     const [cacheKeys, evicted] = j["cache-after"].split("\n").map(Number);
     assert.ok(cacheKeys > 0 && cacheKeys < 10000, `a 4 MB cache cannot hold 10 MB: DBSIZE ${cacheKeys}`);

@@ -12,6 +12,7 @@ import {
   RedisJob,
   RedisSettings,
   redisMaxMemoryMb,
+  redisAppCommandRules,
   redisPasswordHash,
   redisRole,
   role as redisDefinition,
@@ -70,17 +71,36 @@ test("redis.conf binds loopback and (optionally) the Docker bridge, with protect
   assert.deepEqual(directive(text, "requirepass"), [], "the ACL default user carries the password");
 });
 
-test("ACL: the app (default user) loses @admin and FLUSHALL everywhere, FLUSHDB except for a cache; admin may run everything", () => {
+test("ACL: the app (default user) loses @admin, scripting but the job's Lua, FLUSHALL, KEYS, SWAPDB, MIGRATE, RESTORE; FLUSHDB only on a cache; admin may run everything", () => {
   const appHash = redisPasswordHash(PASSWORD);
   const adminHash = redisPasswordHash(ADMIN_PASSWORD);
-  assert.deepEqual(directive(conf("cache"), "user"), [
-    `user default reset on #${appHash} ~* &* +@all -@admin -flushall`,
-    `user admin reset on #${adminHash} ~* &* +@all`,
-  ]);
-  for (const job of ["sessions", "queue"] as const) {
-    assert.deepEqual(directive(conf(job), "user")[0], `user default reset on #${appHash} ~* &* +@all -@admin -flushall -flushdb`);
+  const never = "-flushall -keys -swapdb -migrate -restore -restore-asking";
+  const lua = "+eval +evalsha +eval_ro +evalsha_ro +script|load +script|exists";
+  // Written out per job: the rules Redis gets, in the order it applies them (a later rule wins).
+  const expected: Record<RedisJob, string> = {
+    cache: `+@all -@admin -@scripting ${lua} ${never}`,
+    sessions: `+@all -@admin -@scripting ${never} -flushdb`,
+    queue: `+@all -@admin -@scripting ${lua} ${never} -flushdb`,
+  };
+  for (const job of REDIS_JOB_NAMES) {
+    assert.deepEqual(directive(conf(job), "user"), [`user default reset on #${appHash} ~* &* ${expected[job]}`, `user admin reset on #${adminHash} ~* &* +@all`], job);
+    assert.equal(redisAppCommandRules(job), expected[job]);
+    assert.equal(REDIS_JOBS[job].scripts, expected[job].includes("+eval "), `${job}: the profile's scripts flag is what the rules say`);
   }
   assert.match(appHash, /^[0-9a-f]{64}$/);
+});
+
+test("redis.conf says per job which commands the app may not run, and why it has Lua scripts or not", () => {
+  const comment = (job: RedisJob) => conf(job).split("\n").filter((l) => l.startsWith("# ")).join("\n").replace(/\n# {3}/g, " ");
+  for (const job of REDIS_JOB_NAMES) {
+    const text = comment(job);
+    assert.ok(text.includes(REDIS_JOBS[job].scriptsBecause), `${job}: ${text}`);
+    assert.match(text, /^# - FLUSHALL, KEYS, SWAPDB, MIGRATE, RESTORE/m, job);
+    assert.equal(/FLUSHDB \(SCAN/.test(text), job !== "cache", `${job}: FLUSHDB listed as denied`);
+    for (const line of conf(job).split("\n").filter((l) => /^# ( |-) /.test(l))) assert.ok(line.length <= 110, `${job}: longer than 110 columns: ${line}`);
+  }
+  assert.match(comment("queue"), /scripts are allowed \(EVAL, EVALSHA, EVAL_RO, EVALSHA_RO, SCRIPT LOAD and SCRIPT EXISTS\): queue libraries/);
+  assert.match(comment("sessions"), /^# - the scripting ones \(EVAL, EVALSHA, SCRIPT, FUNCTION, FCALL\): session stores/m);
 });
 
 test("no password is ever in redis.conf, only SHA-256 hashes", () => {
