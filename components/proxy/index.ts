@@ -1,10 +1,11 @@
+import * as fs from "node:fs";
 import { isIP } from "node:net";
 import * as path from "node:path";
 import { z } from "zod";
 import { defineRole, refuseProblems } from "../host/define";
 import { LAYOUT } from "../host/layout";
 import { DOMAIN_NAME, EMAIL_ADDRESS, HOSTNAME_LABEL } from "../host/names";
-import { HostRole, RoleDirectory, RoleFile } from "../host/role";
+import { HostRole, RoleDirectory, RoleFile, systemctlHandler } from "../host/role";
 import { ShellValue, renderScript } from "../host/script";
 import {
   ACME,
@@ -14,6 +15,7 @@ import {
   NGINX_FILES,
   NGINX_STATUS,
   OriginTls,
+  SYSTEMD_DROP_INS,
   ProxySettings,
   proxyHostnames,
   renderCertbotDeployHook,
@@ -184,18 +186,43 @@ function seedSettings(s: ProxySettings): Record<string, Record<string, ShellValu
   };
 }
 
-// The bundle reloads nginx after validation; on a fresh host the deploy-owned files do not exist
-// yet, so the reload waits for apply, which creates them and reloads.
-function reloadHandler(s: ProxySettings): string {
+/** A shell test: true while a file nginx includes is missing (a fresh host, before apply creates them). */
+function firstFilesMissing(s: ProxySettings): string {
   const needed = [LAYOUT.nginx.upstream, LAYOUT.nginx.release, ...(s.tls.mode === "letsencrypt" ? [LAYOUT.tls.certificate] : [])];
+  return needed.map((p) => `[ ! -e ${p} ]`).join(" || ");
+}
+
+// The bundle reloads nginx after validation; on a fresh host the deploy-owned files do not exist
+// yet, so the reload waits for apply, which creates them and restarts nginx.
+function reloadHandler(s: ProxySettings): string {
   return `if ! [ -d /run/systemd/system ]; then
   echo "systemd is not running here: skipped systemctl reload nginx"
-elif ${needed.map((p) => `[ ! -e ${p} ]`).join(" || ")}; then
+elif ${firstFilesMissing(s)}; then
   echo "nginx reload deferred: this role's apply step first creates the files nginx includes"
 else
   # reload-or-restart also starts nginx when it is not running.
   systemctl reload-or-restart nginx
 fi`;
+}
+
+// A changed sandbox applies only to a new nginx: a restart (a moment without answers), never a
+// reload. When it fails, the bundle puts the previous drop-in back and runs this again.
+function restartHandler(s: ProxySettings): string {
+  return `if ! [ -d /run/systemd/system ]; then
+  echo "systemd is not running here: skipped systemctl restart nginx"
+else
+  systemctl daemon-reload
+  if ${firstFilesMissing(s)}; then
+    echo "nginx restart deferred: this role's apply step first creates the files nginx includes, then restarts it"
+  else
+    systemctl restart nginx
+  fi
+fi`;
+}
+
+/** A unit sandbox (drop-in) of files/. */
+function dropIn(name: string): string {
+  return fs.readFileSync(path.join(PROXY_FILES_DIR, name), "utf8");
 }
 
 function applyScript(s: ProxySettings): string {
@@ -239,8 +266,10 @@ export function proxyRole(settings: ProxySettings): HostRole {
     { path: "/etc/leaninfra/tls", mode: "0755" },
     { path: "/etc/leaninfra/nginx", mode: "0755" },
     { path: "/var/www/leaninfra", mode: "0755" },
+    { path: path.dirname(SYSTEMD_DROP_INS.nginx), mode: "0755" },
     ...(letsencrypt
       ? [
+          { path: path.dirname(SYSTEMD_DROP_INS.certbot), mode: "0755" },
           { path: ACME.webroot, mode: "0755" },
           { path: LAYOUT.state, mode: "0755" },
           { path: "/var/lib/leaninfra/proxy", mode: "0755" },
@@ -252,6 +281,7 @@ export function proxyRole(settings: ProxySettings): HostRole {
     { path: NGINX_FILES.httpConf, mode: "0644", content: renderNginxHttpConf(settings), onChange: reload },
     { path: NGINX_FILES.siteConf, mode: "0644", content: renderNginxSiteConf(settings), onChange: reload },
     { path: LAYOUT.nginx.maintenancePage, mode: "0644", content: renderMaintenancePage(settings) },
+    { path: SYSTEMD_DROP_INS.nginx, mode: "0644", content: dropIn("nginx.service.conf"), onChange: restartHandler(settings) },
   ];
   if (settings.tls.mode === "cloudflare") {
     files.push(
@@ -260,7 +290,11 @@ export function proxyRole(settings: ProxySettings): HostRole {
       { path: LAYOUT.tls.originPullCa, mode: "0644", content: settings.tls.originPullCaPem, onChange: reload },
     );
   } else {
-    files.push({ path: ACME.deployHook, mode: "0755", content: renderCertbotDeployHook() });
+    files.push(
+      { path: ACME.deployHook, mode: "0755", content: renderCertbotDeployHook() },
+      // certbot.service is a oneshot the timer starts: the next run reads the new sandbox.
+      { path: SYSTEMD_DROP_INS.certbot, mode: "0644", content: dropIn("certbot.service.conf"), onChange: systemctlHandler("daemon-reload") },
+    );
   }
 
   return {

@@ -56,6 +56,13 @@ export const NGINX_FILES = Object.freeze({
   debianDefaultSite: "/etc/nginx/sites-enabled/default",
 });
 
+/** The sandboxes (systemd drop-ins) of the units the proxy role runs: files/nginx.service.conf, files/certbot.service.conf. */
+export const SYSTEMD_DROP_INS = Object.freeze({
+  nginx: "/etc/systemd/system/nginx.service.d/leaninfra-hardening.conf",
+  /** Let's Encrypt mode only: certbot.timer runs certbot.service, which runs the deploy hook. */
+  certbot: "/etc/systemd/system/certbot.service.d/leaninfra-hardening.conf",
+});
+
 /**
  * nginx's stub_status, on loopback only. Port 8080 and path /stub_status are the defaults of
  * Debian's prometheus-nginx-exporter (--nginx.scrape-uri), so it needs no arguments.

@@ -5,7 +5,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import cloudflareIps from "../../infra/data/cloudflare-ips.json";
-import { NGINX_FILES, ProxySettings, proxyRole, renderCertbotDeployHook, renderNginxHttpConf, renderNginxSiteConf } from "../../components/proxy";
+import { NGINX_FILES, ProxySettings, SYSTEMD_DROP_INS, proxyRole, renderCertbotDeployHook, renderNginxHttpConf, renderNginxSiteConf } from "../../components/proxy";
 import { renderRoleBundle } from "../../components/host/bundle";
 import { LAYOUT } from "../../components/host/layout";
 import { show, withDebianRoot } from "../lib/debian-root";
@@ -129,4 +129,32 @@ test("shellcheck passes both proxy bundles and certbot's deploy hook, and catche
   const broken = shellcheck("broken hook", hook.replace('"$lineage/privkey.pem"', "$lineage/privkey.pem"));
   assert.notEqual(broken.status, 0, "an unquoted path must be reported");
   assert.match(broken.stdout, /SC2086/);
+});
+
+test("Let's Encrypt mode in Debian 13: systemd-analyze verify reads nginx's and certbot's sandboxes; certbot takes an option-like value joined to its option as the value", { timeout: 20 * 60_000 }, async () => {
+  await withDebianRoot((root) => {
+    const applied = root.run("bash -s", { stdin: renderRoleBundle(proxyRole(letsencrypt)) });
+    assert.equal(applied.code, 0, show(applied));
+
+    // systemd's own parser of the units with their drop-ins: a misspelt key or bad value is named here.
+    const verify = root.run(`systemd-analyze verify --man=no nginx.service certbot.service 2>&1; systemd-analyze cat-config ${SYSTEMD_DROP_INS.nginx} ${SYSTEMD_DROP_INS.certbot} >/dev/null`);
+    console.log(`# systemd-analyze verify: ${verify.stdout.trim() || "no findings"}`);
+    assert.doesNotMatch(verify.stdout, /leaninfra-hardening|Unknown key|Failed to parse|Invalid/, verify.stdout);
+    const misspelt = root.run(`cp ${SYSTEMD_DROP_INS.nginx} /root/drop-in && echo 'ProtectSystm=strict' >>${SYSTEMD_DROP_INS.nginx}
+systemd-analyze verify --man=no nginx.service 2>&1; cp /root/drop-in ${SYSTEMD_DROP_INS.nginx}`);
+    assert.match(misspelt.stdout, /leaninfra-hardening\.conf:\d+: Unknown key/, "the check bites");
+
+    // certbot's parser is argparse: a value given as its own word is read as an option when it starts
+    // with "-"; joined to its option it stays the value. Port 9 of loopback stands in for the ACME server.
+    const certbot = (emailArgument: string) =>
+      root.run(`mkdir -p /tmp/le-www && certbot certonly --non-interactive --agree-tos --no-eff-email ${emailArgument} --webroot --webroot-path=/tmp/le-www \\
+  --config-dir=/tmp/le/etc --work-dir=/tmp/le/work --logs-dir=/tmp/le/logs --server=http://127.0.0.1:9/directory --domains=example.com 2>&1`);
+    const separate = certbot("--email --help");
+    const help = /certbot \[SUBCOMMAND\] \[options\]/;
+    assert.match(separate.stdout, help, `as its own word, "--help" is certbot's option:\n${separate.stdout}`);
+    const joined = certbot("'--email=--help'");
+    console.log(`# certbot --email=--help: exit ${joined.code}: ${joined.stdout.trim().split("\n").slice(-2).join(" | ")}`);
+    assert.notEqual(joined.code, 0);
+    assert.doesNotMatch(joined.stdout, help, `joined, "--help" is the address:\n${joined.stdout}`);
+  });
 });

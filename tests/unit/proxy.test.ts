@@ -23,6 +23,7 @@ import {
   renderNginxHttpConf,
   renderNginxSiteConf,
   role,
+  SYSTEMD_DROP_INS,
 } from "../../components/proxy";
 import { fillTemplate } from "../../components/proxy/template";
 import { renderRoleBundle, roleProblems } from "../../components/host/bundle";
@@ -312,10 +313,12 @@ test("proxyRole (Let's Encrypt): certbot, a placeholder, webroot issuance for ev
   assert.match(apply, /^readonly acme_email='owner@example\.com'$/m);
   assert.match(apply, /^readonly acme_webroot='\/var\/www\/letsencrypt'\nreadonly acme_cert_name='leaninfra'\n/m);
   assert.match(apply, /^readonly acme_deploy_hook='\/etc\/leaninfra\/certbot-deploy-hook\.sh'$/m);
-  assert.match(apply, /certbot certonly --non-interactive --agree-tos --no-eff-email --email "\$acme_email" \\\n/);
-  assert.match(apply, /--webroot --webroot-path "\$acme_webroot" --cert-name "\$acme_cert_name" --deploy-hook "\$acme_deploy_hook" \\\n\s+"\$\{domains\[@\]\}"/);
+  // Each value joined to its option: argparse never takes a value starting with "-" for an option.
+  assert.match(apply, /certbot certonly --non-interactive --agree-tos --no-eff-email "--email=\$acme_email" \\\n/);
+  assert.match(apply, /--webroot "--webroot-path=\$acme_webroot" "--cert-name=\$acme_cert_name" "--deploy-hook=\$acme_deploy_hook" \\\n\s+"\$\{domains\[@\]\}"/);
   assert.match(apply, /^readonly -a acme_names=\('example\.com' 'www\.example\.com' 'static\.example\.com' 'grafana\.example\.com' 'status\.example\.com'\)$/m);
-  assert.match(apply, /for name in "\$\{acme_names\[@\]\}"; do domains\+=\(-d "\$name"\); done/);
+  assert.match(apply, /for name in "\$\{acme_names\[@\]\}"; do domains\+=\("--domains=\$name"\); done/);
+  assert.doesNotMatch(apply, /certbot[^\n]*(--email|--webroot-path|--cert-name|--deploy-hook|-d) "/, "no value as a separate word");
   assert.match(apply, /openssl req -x509/);
   assert.match(role.validate ?? "", /openssl req -x509/, "validation stands in a placeholder when none exists yet");
   const hook = renderCertbotDeployHook();
@@ -500,4 +503,54 @@ test("templates: notes (#:) never reach the host, every marker is filled, and a 
   const http = renderNginxHttpConf(cloudflare);
   assert.match(http, /\n    http2 on;\n    # Cloudflare's Origin CA certificate/);
   assert.match(renderNginxHttpConf(letsencrypt), /\n    ssl_certificate_key \/etc\/leaninfra\/secrets\/site\.key;\n\n    # The request id/);
+});
+
+/** A systemd drop-in's [Service] settings: key -> every value it is given, in order. */
+function serviceSettings(text: string): Map<string, string[]> {
+  const lines = text.split("\n").filter((l) => l !== "" && !l.startsWith("#"));
+  assert.equal(lines[0], "[Service]", "one [Service] section");
+  const settings = new Map<string, string[]>();
+  for (const line of lines.slice(1)) {
+    const m = /^([A-Za-z]+)=(.*)$/.exec(line);
+    assert.ok(m, `a Key=value line: ${line}`);
+    settings.set(m[1], [...(settings.get(m[1]) ?? []), m[2]]);
+  }
+  return settings;
+}
+
+test("nginx's and certbot's sandboxes: read-only system but what each writes, no new privileges, only the capabilities they use", () => {
+  const cf = proxyRole(cloudflare);
+  const le = proxyRole(letsencrypt);
+  const nginx = cf.files.find((f) => f.path === SYSTEMD_DROP_INS.nginx);
+  assert.ok(nginx, "the nginx drop-in in both modes");
+  assert.ok(le.files.some((f) => f.path === SYSTEMD_DROP_INS.nginx));
+  assert.ok(cf.directories.some((d) => d.path === "/etc/systemd/system/nginx.service.d"));
+  const n = serviceSettings(nginx.content);
+  assert.deepEqual(n.get("NoNewPrivileges"), ["yes"]);
+  assert.deepEqual(n.get("ProtectSystem"), ["strict"]);
+  assert.deepEqual(n.get("ProtectHome"), ["yes"]);
+  assert.deepEqual(n.get("PrivateTmp"), ["yes"]);
+  // The master binds 80/443, opens www-data's logs, signals and starts workers as www-data.
+  assert.deepEqual(n.get("CapabilityBoundingSet")?.[0].split(" ").sort(), ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_SETGID", "CAP_SETUID"]);
+  assert.deepEqual(n.get("ReadWritePaths")?.[0].split(" "), ["/var/log/nginx", "/var/lib/nginx", "/run"]);
+  assert.ok(!n.get("ReadWritePaths")?.[0].includes("/etc"), "nginx never writes its config or keys");
+  // A sandbox applies to a new process only: the handler restarts nginx, and waits on a fresh host.
+  assert.match(nginx.onChange ?? "", /systemctl daemon-reload\n/);
+  assert.match(nginx.onChange ?? "", /\n\s+systemctl restart nginx\n/);
+  assert.match(nginx.onChange ?? "", /\[ ! -e \/etc\/leaninfra\/nginx\/upstream\.conf \]/);
+  assert.match(cf.apply ?? "", /^\s+systemctl restart nginx >&2$/m, "the first start after the first files is a restart, so the sandbox applies");
+
+  assert.equal(cf.files.find((f) => f.path === SYSTEMD_DROP_INS.certbot), undefined, "no certbot behind Cloudflare");
+  const certbot = le.files.find((f) => f.path === SYSTEMD_DROP_INS.certbot);
+  assert.ok(certbot);
+  assert.ok(le.directories.some((d) => d.path === "/etc/systemd/system/certbot.service.d"));
+  const c = serviceSettings(certbot.content);
+  assert.deepEqual(c.get("NoNewPrivileges"), ["yes"]);
+  assert.deepEqual(c.get("ProtectSystem"), ["strict"]);
+  // certbot's state, the webroot's challenges, and what the deploy hook writes (nginx -t opens the logs).
+  const writable = c.get("ReadWritePaths")?.[0].split(" ") ?? [];
+  for (const dir of ["/etc/letsencrypt", "/var/lib/letsencrypt", "/var/log/letsencrypt", ACME.webroot, path.dirname(LAYOUT.tls.certificate), path.dirname(LAYOUT.tls.privateKey), "/var/log/nginx"]) {
+    assert.ok(writable.includes(dir), `certbot.service may write ${dir}`);
+  }
+  assert.match(certbot.onChange ?? "", /systemctl daemon-reload/);
 });

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# The proxy role's apply step: the first files, Debian's default site gone, and nginx (re)started
+# The proxy role's apply step: the first files, Debian's default site gone, and nginx restarted
 # when it first has everything it includes. Prints one line per change.
 # shellcheck source=components/proxy/files/seed-first-files.sh
 source "${BASH_SOURCE[0]%/*}/seed-first-files.sh" # @include
@@ -16,8 +16,10 @@ fi
 if ((${#seeded[@]})); then
   if [ -d /run/systemd/system ]; then
     nginx -t -q >&2
-    systemctl reload-or-restart nginx >&2
+    # The first files exist only now, so nginx (until now Debian's, started by its package) starts
+    # afresh: with this role's config and its unit's sandbox, which a reload would not apply.
+    systemctl restart nginx >&2
   else
-    echo "systemd is not running here: skipped systemctl reload nginx" >&2
+    echo "systemd is not running here: skipped systemctl restart nginx" >&2
   fi
 fi

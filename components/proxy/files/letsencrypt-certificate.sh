@@ -21,10 +21,13 @@ listed=${listed%, }
 have=$(cat "$acme_names_stamp" 2>/dev/null || true)
 if [ "$want" != "$have" ] || [ ! -s "$acme_lineage/fullchain.pem" ]; then
   if [ -d /run/systemd/system ]; then
+    # Every value joined to its option (--option=value): certbot's parser (argparse) then never reads
+    # a value as an option, whatever it starts with. certbot takes no positional arguments after its
+    # verb, so there is nothing for a `--` to separate.
     domains=()
-    for name in "${acme_names[@]}"; do domains+=(-d "$name"); done
-    if ! certbot certonly --non-interactive --agree-tos --no-eff-email --email "$acme_email" \
-      --webroot --webroot-path "$acme_webroot" --cert-name "$acme_cert_name" --deploy-hook "$acme_deploy_hook" \
+    for name in "${acme_names[@]}"; do domains+=("--domains=$name"); done
+    if ! certbot certonly --non-interactive --agree-tos --no-eff-email "--email=$acme_email" \
+      --webroot "--webroot-path=$acme_webroot" "--cert-name=$acme_cert_name" "--deploy-hook=$acme_deploy_hook" \
       "${domains[@]}" >&2; then
       echo "certbot could not get a certificate for $listed: do their DNS records point at this server, and is port 80 open? (/var/log/letsencrypt/letsencrypt.log)" >&2
       exit 1
