@@ -18,6 +18,9 @@ export const POSTGRES_PATHS = Object.freeze({
   /** Written by the role's apply once the cluster sits on the data volume (never by hand). */
   dataDirectoryConf: "/etc/postgresql/17/main/conf.d/00-leaninfra-data-directory.conf",
   hba: "/etc/postgresql/17/main/pg_hba.conf",
+  /** Debian's own files, created by pg_createcluster (owner postgres); the role only narrows their mode. */
+  postgresqlConf: "/etc/postgresql/17/main/postgresql.conf",
+  ident: "/etc/postgresql/17/main/pg_ident.conf",
   /** On the Hetzner data volume, so the database survives a rebuilt server. */
   dataDirectory: `${LAYOUT.data}/postgresql/17/main`,
   /** Where Debian's package creates the cluster at install. */
@@ -27,6 +30,14 @@ export const POSTGRES_PATHS = Object.freeze({
   systemdDropIn: "/etc/systemd/system/postgresql@17-main.service.d/leaninfra.conf",
   secretsDir: LAYOUT.secrets,
 });
+
+/**
+ * The mode of every PostgreSQL config file the role writes or keeps (postgresql.conf, pg_hba.conf,
+ * pg_ident.conf, its conf.d files): the server reads them as group postgres, other users read none of them.
+ * Debian makes pg_hba.conf and pg_ident.conf 0640 but leaves postgresql.conf world-readable so any user's
+ * psql finds the port; such a psql now falls back to 5432 (the VM's port) without error.
+ */
+export const POSTGRES_CONFIG_MODE = "0640";
 
 /** The pgpass file (root-only) holding the app role's password, used to check that it works. */
 export function postgresPgpassPath(user: string): string {

@@ -6,6 +6,7 @@ import { GENERATED_SECRET, SQL_IDENTIFIER } from "../host/names";
 import { HostRole, systemctlHandler } from "../host/role";
 import { renderScript } from "../host/script";
 import {
+  POSTGRES_CONFIG_MODE,
   POSTGRES_DEFAULT_PORT,
   POSTGRES_PATHS as P,
   SERVER_SETTING_NAMES,
@@ -107,9 +108,9 @@ export function postgresRole(settings: PostgresSettings): HostRole {
     ],
     files: [
       { path: P.systemdDropIn, mode: "0644", content: renderPostgresSystemdDropIn(), onChange: daemonReload },
-      { path: P.serverConf, mode: "0644", content: renderPostgresServerConf(memory, s.port), onChange: restart },
-      { path: P.tuningConf, mode: "0644", content: renderPostgresTuningConf(memory), onChange: reload },
-      { path: P.hba, mode: "0640", group: "postgres", content: renderPostgresHba(s.postgresDatabase, s.postgresUser), onChange: reload },
+      { path: P.serverConf, mode: POSTGRES_CONFIG_MODE, group: "postgres", content: renderPostgresServerConf(memory, s.port), onChange: restart },
+      { path: P.tuningConf, mode: POSTGRES_CONFIG_MODE, group: "postgres", content: renderPostgresTuningConf(memory), onChange: reload },
+      { path: P.hba, mode: POSTGRES_CONFIG_MODE, group: "postgres", content: renderPostgresHba(s.postgresDatabase, s.postgresUser), onChange: reload },
       { path: pgpass, mode: "0600", content: renderPostgresPgpass(s.postgresDatabase, s.postgresUser, s.password) },
     ],
     validate: script("validate.sh", { pg_bin: P.bin, config_dir: P.configDir, hba: P.hba }),
@@ -124,6 +125,9 @@ export function postgresRole(settings: PostgresSettings): HostRole {
       config_dir: P.configDir,
       data_directory_conf: P.dataDirectoryConf,
       docker_bridge: LAYOUT.dockerBridge.address,
+      config_mode: POSTGRES_CONFIG_MODE,
+      // Files the role does not write as role files but keeps at config_mode: Debian's, and apply's own.
+      kept_config_files: [P.postgresqlConf, P.ident, P.dataDirectoryConf],
     }),
     healthCheck: script("health-check.sh", {
       port: s.port,

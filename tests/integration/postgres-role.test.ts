@@ -65,7 +65,10 @@ exit $rc`);
     noSecret(first);
     for (const line of [
       "[postgres] installed package postgresql-17",
-      `[postgres] created file ${POSTGRES_PATHS.serverConf} (644 root:root)`,
+      `[postgres] created file ${POSTGRES_PATHS.serverConf} (640 root:postgres)`,
+      `[postgres] created file ${POSTGRES_PATHS.tuningConf} (640 root:postgres)`,
+      // Debian makes postgresql.conf world-readable; the role narrows it.
+      `[postgres] made ${POSTGRES_PATHS.postgresqlConf} readable only by its owner and group postgres (mode 640)`,
       `[postgres] updated file ${POSTGRES_PATHS.hba} (640 root:postgres; previous version in /var/lib/leaninfra/backups/postgres${POSTGRES_PATHS.hba})`,
       "[postgres] created role shop_app",
       "[postgres] created database shop owned by shop_app",
@@ -115,6 +118,12 @@ q "select rolpassword from pg_authid where rolname = 'shop_app'"
 sec files
 stat -c '%n %a %U:%G' /etc/leaninfra/secrets/postgres-shop_app.pgpass ${POSTGRES_PATHS.dataDirectory} ${POSTGRES_PATHS.dataDirectoryConf}
 ls /var/lib/postgresql/17
+sec config-files
+find ${POSTGRES_PATHS.configDir} -type f -printf '%P %m %u:%g\n' | sort
+sec other-user-psql
+runuser -u nobody -- psql -X -A -t -c 'select 1' 2>&1
+sec other-user-psql-host
+runuser -u nobody -- psql -X -A -t -h /var/run/postgresql -p ${port} -d shop -c 'select 1' 2>&1
 sec listening
 ss -H -l -t -n "sport = :${port}" | awk '{ print $4 }' | sort
 pg_ctlcluster 17 main stop >/dev/null
@@ -138,6 +147,26 @@ pg_ctlcluster 17 main stop >/dev/null
     assert.match(out.files, /^\/srv\/data\/postgresql\/17\/main 700 postgres:postgres$/m);
     assert.match(out.files, /^main\.unused-\d{8}T\d{6}Z$/m, "Debian's fresh cluster is kept, renamed");
     assert.equal(out.listening, `127.0.0.1:${port}\n[::1]:${port}`, "loopback only here: the Docker bridge does not exist on this network");
+    // A user outside group postgres cannot read the config: Debian's psql wrapper then cannot pick the cluster
+    // (the README says so); with a host it does not try, and the server answers (here: no entry for nobody).
+    assert.equal(out["other-user-psql"], "Error: Invalid data directory for cluster 17 main");
+    assert.match(out["other-user-psql-host"], /no pg_hba\.conf entry for host "\[local\]", user "nobody", database "shop"/);
+    // The config files PostgreSQL reads: group postgres, nobody else; Debian's keep their owner postgres.
+    // Debian's start.conf, pg_ctl.conf and environment (no settings of the server's) stay as Debian makes them.
+    assert.equal(
+      out["config-files"],
+      [
+        "conf.d/00-leaninfra-data-directory.conf 640 root:postgres",
+        "conf.d/10-leaninfra-server.conf 640 root:postgres",
+        "conf.d/20-leaninfra-tuning.conf 640 root:postgres",
+        "environment 644 postgres:postgres",
+        "pg_ctl.conf 644 postgres:postgres",
+        "pg_hba.conf 640 root:postgres",
+        "pg_ident.conf 640 postgres:postgres",
+        "postgresql.conf 640 postgres:postgres",
+        "start.conf 644 postgres:postgres",
+      ].join("\n"),
+    );
 
     const shown = Object.fromEntries(out.show.split("\n").map((l) => l.split(/=(.*)/s).slice(0, 2)));
     const mb = (n: number) => (n % 1024 === 0 ? `${n / 1024}GB` : `${n}MB`);
@@ -184,10 +213,14 @@ pg_ctlcluster 17 main stop >/dev/null
 pg_ctlcluster 17 main start >/dev/null
 times() { q "select pg_postmaster_start_time() || ' ' || pg_conf_load_time()"; }
 before=$(times)
+# A server from before the role narrowed the modes: Debian's and apply's files world-readable.
+chmod 0644 ${POSTGRES_PATHS.postgresqlConf} ${POSTGRES_PATHS.ident} ${POSTGRES_PATHS.dataDirectoryConf}
 sec more-cpus
 bash /root/more-cpus.sh 2>&1; echo "exit=$?"
 sec more-cpus-times
 echo "$before"; times; q "show max_parallel_workers"
+sec more-cpus-modes
+stat -c '%a' ${POSTGRES_PATHS.postgresqlConf} ${POSTGRES_PATHS.ident} ${POSTGRES_PATHS.dataDirectoryConf} ${POSTGRES_PATHS.tuningConf}
 before=$(times)
 sec more-memory
 bash /root/more-memory.sh 2>&1; echo "exit=$?"
@@ -207,6 +240,13 @@ pg_ctlcluster 17 main stop >/dev/null
     assert.match(ch["more-cpus"], /^\[postgres\] updated file \/etc\/postgresql\/17\/main\/conf\.d\/20-leaninfra-tuning\.conf /m);
     assert.doesNotMatch(ch["more-cpus"], /10-leaninfra-server\.conf/, ch["more-cpus"]);
     assert.match(ch["more-cpus"], /exit=0$/);
+    for (const file of [POSTGRES_PATHS.postgresqlConf, POSTGRES_PATHS.ident, POSTGRES_PATHS.dataDirectoryConf]) {
+      assert.ok(
+        ch["more-cpus"].split("\n").includes(`[postgres] made ${file} readable only by its owner and group postgres (mode 640)`),
+        `${file} narrowed again:\n${ch["more-cpus"]}`,
+      );
+    }
+    assert.equal(ch["more-cpus-modes"], "640\n640\n640\n640");
     const [cpusBefore, cpusAfter, workers] = ch["more-cpus-times"].split("\n");
     assert.equal(cpusAfter.split(" ").slice(0, 2).join(" "), cpusBefore.split(" ").slice(0, 2).join(" "), "a reload keeps the postmaster");
     assert.notEqual(cpusAfter, cpusBefore, "the configuration was reloaded");

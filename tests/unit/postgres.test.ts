@@ -165,11 +165,17 @@ test("postgresRole: files, owners, and a handler that matches what each file nee
     role.files.map((f) => `${f.path} ${f.mode} ${f.owner ?? "root"}:${f.group ?? "-"}`),
     [
       "/etc/systemd/system/postgresql@17-main.service.d/leaninfra.conf 0644 root:-",
-      "/etc/postgresql/17/main/conf.d/10-leaninfra-server.conf 0644 root:-",
-      "/etc/postgresql/17/main/conf.d/20-leaninfra-tuning.conf 0644 root:-",
+      "/etc/postgresql/17/main/conf.d/10-leaninfra-server.conf 0640 root:postgres",
+      "/etc/postgresql/17/main/conf.d/20-leaninfra-tuning.conf 0640 root:postgres",
       "/etc/postgresql/17/main/pg_hba.conf 0640 root:postgres",
       "/etc/leaninfra/secrets/postgres-app.pgpass 0600 root:-",
     ],
+  );
+  // Debian's postgresql.conf and pg_ident.conf, and the data directory file apply writes, get the same mode.
+  assert.match(role.apply!, /^readonly config_mode='0640'$/m);
+  assert.match(
+    role.apply!,
+    /^readonly -a kept_config_files=\('\/etc\/postgresql\/17\/main\/postgresql\.conf' '\/etc\/postgresql\/17\/main\/pg_ident\.conf' '\/etc\/postgresql\/17\/main\/conf\.d\/00-leaninfra-data-directory\.conf'\)$/m,
   );
   assert.match(file(POSTGRES_PATHS.serverConf).onChange!, /systemctl restart postgresql@17-main/);
   assert.match(file(POSTGRES_PATHS.serverConf).onChange!, /pg_ctlcluster 17 main restart/);

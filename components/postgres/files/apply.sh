@@ -16,6 +16,8 @@ readonly pg_bin='/usr/lib/postgresql/17/bin'
 readonly config_dir='/etc/postgresql/17/main'
 readonly data_directory_conf='/etc/postgresql/17/main/conf.d/00-leaninfra-data-directory.conf'
 readonly docker_bridge='172.17.0.1'
+readonly config_mode='0640'
+readonly -a kept_config_files=('/etc/postgresql/17/main/postgresql.conf' '/etc/postgresql/17/main/pg_ident.conf')
 # @settings-end
 export PGOPTIONS='-c client_min_messages=warning'
 
@@ -62,8 +64,25 @@ write_data_directory_conf() {
   tmp=$(mktemp "${data_directory_conf%/*}/.${data_directory_conf##*/}.XXXXXX")
   printf '%s\n' '# Written by LeanInfra (role "postgres") when it put the cluster on the data volume; do not edit.' \
     "data_directory = '$target'" >"$tmp"
-  chmod 0644 "$tmp"
+  chgrp postgres "$tmp"
+  chmod "$config_mode" "$tmp"
   mv -fT "$tmp" "$data_directory_conf"
+}
+
+# PostgreSQL reads its config files as group postgres; nobody else reads them. Debian's own keep their owner.
+restrict_config_files() {
+  local file mode=${config_mode#0}
+  for file in "${kept_config_files[@]}"; do
+    if [ ! -e "$file" ]; then continue; fi
+    if [ "$(stat -c %G "$file")" != postgres ]; then
+      chgrp postgres "$file"
+      echo "gave $file to group postgres"
+    fi
+    if [ "$(stat -c %a "$file")" != "$mode" ]; then
+      chmod "$config_mode" "$file"
+      echo "made $file readable only by its owner and group postgres (mode $mode)"
+    fi
+  done
 }
 
 # Keeps the cluster it no longer uses, renamed so nobody mistakes it for the live one.
@@ -114,6 +133,7 @@ place_cluster() {
   echo "moved the fresh cluster 17/main from $source to $target (the original is kept as $kept)"
 }
 
+restrict_config_files
 current=$(configured_data_directory)
 if [ "$current" != "$target" ]; then
   place_cluster "$current"
