@@ -34,8 +34,9 @@ export const POSTGRES_PATHS = Object.freeze({
 /**
  * The mode of every PostgreSQL config file the role writes or keeps (postgresql.conf, pg_hba.conf,
  * pg_ident.conf, its conf.d files): the server reads them as group postgres, other users read none of them.
- * Debian makes pg_hba.conf and pg_ident.conf 0640 but leaves postgresql.conf world-readable so any user's
- * psql finds the port; such a psql now falls back to 5432 (the VM's port) without error.
+ * Debian makes pg_hba.conf and pg_ident.conf 0640 but leaves postgresql.conf world-readable, so that any
+ * user's psql can pick the cluster; a user outside the group now gives psql a host (-h localhost) or uses
+ * sudo -u postgres psql.
  */
 export const POSTGRES_CONFIG_MODE = "0640";
 
