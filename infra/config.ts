@@ -3,6 +3,7 @@ import { z } from "zod";
 import { FACT_KEYS, SettingsError, checkRoleOrder, placeholderInputs, type AnyRoleDefinition, type RoleSettings } from "../components/host/define";
 import { roleProblems } from "../components/host/bundle";
 import { renderCloudInit } from "../components/host/cloud-init";
+import { PLACEHOLDER_HOST_KEY, hostKeyProblem } from "../components/host/host-key";
 import { DOMAIN_NAME, HOSTNAME_LABEL, SYSTEM_ACCOUNTS } from "../components/host/names";
 import { serverTypeInfo } from "./cost";
 import { stackInputPlaceholders } from "./placeholders";
@@ -136,6 +137,17 @@ export const coreSchema = z
       .refine((key) => key.length <= SSH_PUBLIC_KEY_MAX, { message: `is longer than any OpenSSH public key (accepted: one key line of at most ${SSH_PUBLIC_KEY_MAX} characters)` })
       .regex(SSH_PUBLIC_KEY, { message: "is not an OpenSSH public key (accepted: one line such as 'ssh-ed25519 AAAA... you@laptop')" })
       .describe("The admin's OpenSSH public key, one line (e.g. the content of ~/.ssh/id_ed25519.pub)."),
+    sshHostKey: z
+      .string()
+      .superRefine((value, ctx) => {
+        const problem = value === "" ? undefined : hostKeyProblem(value);
+        if (problem) ctx.addIssue({ code: "custom", message: problem });
+      })
+      .default("")
+      .describe(
+        "Only for a server created before LeanInfra pinned SSH host keys: its ssh-ed25519 host public key, checked out of band " +
+          "(README: \"SSH host key\"). Empty: the key generated for the server, installed by cloud-init.",
+      ),
     sshAllowFrom: z
       .array(cidr)
       .min(1, { message: "is empty (accepted: at least one network, e.g. your office address as 203.0.113.7/32)" })
@@ -693,6 +705,7 @@ function userDataProblems(cfg: CoreConfig & { fqdn: string }): string[] {
       adminSshPublicKey: cfg.adminSshPublicKey,
       swapSizeMb: cfg.swapSizeMb,
       journalMaxUseMb: cfg.journalMaxUseMb,
+      hostKey: PLACEHOLDER_HOST_KEY,
     });
     return [];
   } catch (error) {

@@ -141,6 +141,7 @@ export function buildStack(cfg: StackConfig, options: BuildOptions = {}): BuiltS
     fqdn: cfg.fqdn,
     adminUser: cfg.adminUser,
     adminSshPublicKey: cfg.adminSshPublicKey,
+    sshHostKey: cfg.sshHostKey,
     sshAllowFrom: cfg.sshAllowFrom,
     cdnProxy: cfg.cdnProxy,
     cdnRanges,
@@ -201,7 +202,8 @@ export function buildStack(cfg: StackConfig, options: BuildOptions = {}): BuiltS
   /** Keep a copy off the VM: without it the encrypted backups cannot be read. */
   const backupPassphrase = passwords.get("backup-cipher-passphrase") ?? pulumi.output("");
 
-  const rendered: Record<string, string> = { "cloud-init/user-data.yaml": host.userData };
+  // The user data as Hetzner gets it, but with a placeholder for the server's private host key.
+  const rendered: Record<string, string> = { "cloud-init/user-data.yaml": host.userDataPreview };
   for (const role of roles) rendered[`bundles/${role.name}.sh`] = role.preview;
 
   return {

@@ -1,4 +1,5 @@
 import { stringify } from "yaml";
+import { HOST_KEY_FILE, HostKeyPair } from "./host-key";
 
 export interface CloudInitSettings {
   hostname: string;
@@ -7,6 +8,8 @@ export interface CloudInitSettings {
   adminSshPublicKey: string;
   swapSizeMb: number;
   journalMaxUseMb: number;
+  /** The server's SSH host key, pinned by the roles' connection; its private half makes the user data secret. */
+  hostKey: HostKeyPair;
 }
 
 /** Hetzner caps user data at 32 KiB. */
@@ -100,7 +103,9 @@ export function bootFiles(settings: CloudInitSettings): BootFile[] {
       path: "/etc/ssh/sshd_config.d/10-leaninfra.conf",
       permissions: "0644",
       content: [
-        "# LeanInfra: keys only, no root, only the admin user.",
+        "# LeanInfra: keys only, no root, only the admin user; the one host key the roles' connection pins",
+        "# (Debian's first-boot sshd-keygen may add others: they are never offered).",
+        `HostKey ${HOST_KEY_FILE}`,
         "PermitRootLogin no",
         "PasswordAuthentication no",
         "KbdInteractiveAuthentication no",
@@ -140,8 +145,9 @@ export function bootFiles(settings: CloudInitSettings): BootFile[] {
 }
 
 /**
- * The cloud-init user data for the Host: a safe base OS and nothing else (no secrets; services come
- * from host roles). Hetzner runs it once at first boot; later changes need a rebuild (see README).
+ * The cloud-init user data for the Host: a safe base OS and the server's SSH host key (services come
+ * from host roles). It holds that key's private half, so the Host passes it to Hetzner as a secret.
+ * Hetzner runs it once at first boot; later changes need a rebuild (see README).
  */
 export function renderCloudInit(settings: CloudInitSettings): string {
   const doc = {
@@ -163,7 +169,12 @@ export function renderCloudInit(settings: CloudInitSettings): string {
     ],
     disable_root: true,
     ssh_pwauth: false,
+    // The image's host keys are deleted and the given one installed (with ssh_keys, cloud-init generates
+    // none; ssh_genkeytypes names the one type anyway, its schema wanting at least one): sshd presents
+    // exactly the pinned key.
     ssh_deletekeys: true,
+    ssh_genkeytypes: ["ed25519"],
+    ssh_keys: { ed25519_private: settings.hostKey.privateKeyOpenssh, ed25519_public: settings.hostKey.publicKeyOpenssh.trim() },
     package_update: true,
     package_upgrade: true,
     // Time sync is systemd-timesyncd, configured by a drop-in and started by the bootstrap script:

@@ -1,10 +1,12 @@
 import * as command from "@pulumi/command";
 import * as hcloud from "@pulumi/hcloud";
 import * as pulumi from "@pulumi/pulumi";
+import * as tls from "@pulumi/tls";
 import ipaddr from "ipaddr.js";
 import { bundleDigest } from "./bundle";
 import { BOOTSTRAP_MARKER, CloudInitSettings, renderCloudInit } from "./cloud-init";
 import { firewallRules } from "./firewall";
+import { PLACEHOLDER_HOST_KEY, hostKeyLine, renderHostKeyCheck } from "./host-key";
 
 /** A rendered host role: the bundle is a secret output when any of its inputs is secret. */
 export interface RoleBundle {
@@ -23,6 +25,11 @@ export interface HostArgs {
   fqdn: string;
   adminUser: string;
   adminSshPublicKey: string;
+  /**
+   * The public host key of a server created before LeanInfra pinned host keys, learnt once and
+   * checked out of band; "" pins the key generated for the server (README: "SSH host key").
+   */
+  sshHostKey: string;
   sshAllowFrom: readonly string[];
   cdnProxy: boolean;
   /** Cloudflare's published ranges: a dated snapshot offline, the live list on `pulumi up`. */
@@ -59,19 +66,34 @@ export function roleRunCommand(roleName: string): string {
   ].join("\n");
 }
 
+/** SSH port of the server, as the firewall opens it and the roles connect. */
+const SSH_PORT = 22;
+/** How long a new server may take to boot and answer SSH: the roles' connection retries as long (60 x 10 s). */
+const SSH_WAIT_SECONDS = 600;
+
 /**
  * The one VM and everything around it: SSH key, stable IPv4/IPv6 addresses, firewall, server,
- * data volume, reverse DNS, and the host roles applied over SSH.
+ * data volume, reverse DNS, the server's SSH host key, and the host roles applied over SSH.
  */
 export class Host extends pulumi.ComponentResource {
   public readonly ipv4: pulumi.Output<string>;
   public readonly ipv6: pulumi.Output<string>;
   public readonly serverId: pulumi.Output<string>;
   public readonly volumeId: pulumi.Output<string>;
-  public readonly userData: string;
+  /** The user data given to Hetzner: secret, since it holds the server's private host key. */
+  public readonly userData: pulumi.Output<string>;
+  /** The same user data with a placeholder for the host key, for `npm run plan`'s out/ directory. */
+  public readonly userDataPreview: string;
+  /** The host key the roles' connection pins, as "ssh-ed25519 AAAA...". */
+  public readonly sshHostKey: pulumi.Output<string>;
   public readonly roleCommands: command.remote.Command[] = [];
+  /** Runs before any role command: a changed host key stops `pulumi up` with what to do. */
+  public hostKeyCheck?: command.local.Command;
   private readonly hostName: string;
+  private readonly fqdn: string;
   private readonly connection: command.types.input.remote.ConnectionArgs;
+  private readonly generatedHostKey: pulumi.Output<string>;
+  private readonly pinnedInConfig: boolean;
   private readonly attachment: hcloud.VolumeAttachment;
 
   constructor(name: string, args: HostArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -125,7 +147,11 @@ export class Host extends pulumi.ComponentResource {
       kept,
     );
 
-    const cloudInit: CloudInitSettings = {
+    // The server's SSH host key, made here and installed by cloud-init, so the roles' connection can
+    // pin it from the first connection on. The private half lives in Pulumi's state (encrypted) and in
+    // the server's user data, which is therefore secret (README: "SSH host key").
+    const hostKey = new tls.PrivateKey(`${name}-ssh-host-key`, { algorithm: "ED25519" }, child);
+    const cloudInit: Omit<CloudInitSettings, "hostKey"> = {
       hostname: args.hostname,
       fqdn: args.fqdn,
       adminUser: args.adminUser,
@@ -133,7 +159,16 @@ export class Host extends pulumi.ComponentResource {
       swapSizeMb: args.swapSizeMb,
       journalMaxUseMb: args.journalMaxUseMb,
     };
-    this.userData = renderCloudInit(cloudInit);
+    this.userData = pulumi.secret(
+      pulumi
+        .all([hostKey.privateKeyOpenssh, hostKey.publicKeyOpenssh])
+        .apply(([privateKeyOpenssh, publicKeyOpenssh]) => renderCloudInit({ ...cloudInit, hostKey: { privateKeyOpenssh, publicKeyOpenssh } })),
+    );
+    this.userDataPreview = renderCloudInit({ ...cloudInit, hostKey: PLACEHOLDER_HOST_KEY });
+    this.generatedHostKey = hostKey.publicKeyOpenssh.apply(hostKeyLine);
+    // A server created before host keys were pinned keeps its own key: the owner's pin wins.
+    this.pinnedInConfig = args.sshHostKey !== "";
+    this.sshHostKey = this.pinnedInConfig ? pulumi.output(hostKeyLine(args.sshHostKey)) : this.generatedHostKey;
 
     // hcloud ids are strings in Pulumi and numbers in hcloud inputs: converted here, once.
     const toNumber = (id: pulumi.Output<string>) => id.apply((value) => Number(value));
@@ -173,12 +208,16 @@ export class Host extends pulumi.ComponentResource {
 
     this.connection = {
       host: ipv4.ipAddress,
+      port: SSH_PORT,
       user: args.adminUser,
+      // Any other key is refused (@pulumi/command: x/crypto's FixedHostKey, offering only this key's type).
+      hostKey: this.sshHostKey,
       // The owner's key comes from ssh-agent (SSH_AUTH_SOCK); a fresh server takes a while to accept SSH.
-      dialErrorLimit: 60,
+      dialErrorLimit: SSH_WAIT_SECONDS / 10,
       perDialTimeout: 10,
     };
     this.attachment = attachment;
+    this.fqdn = args.fqdn;
 
     this.ipv4 = ipv4.ipAddress;
     this.ipv6 = serverIpv6Address;
@@ -193,7 +232,32 @@ export class Host extends pulumi.ComponentResource {
    */
   applyRoles(roles: RoleBundle[]): command.remote.Command[] {
     const name = this.hostName;
-    for (const role of roles) {
+    const digests = roles.map((role) => pulumi.unsecret(pulumi.output(role.bundle).apply(bundleDigest)));
+    // Runs whenever a role would (a changed bundle, a new server) and before it: @pulumi/command's
+    // own refusal of another key only says "ssh: host key mismatch", after every dial attempt.
+    this.hostKeyCheck = new command.local.Command(
+      `${name}-host-key-check`,
+      {
+        create: "bash -s",
+        stdin: pulumi
+          .all([this.connection.host, this.sshHostKey, this.generatedHostKey])
+          .apply(([address, expectedKey, generatedKey]) =>
+            renderHostKeyCheck({
+              fqdn: this.fqdn,
+              address,
+              port: SSH_PORT,
+              expectedKey,
+              expectedFrom: this.pinnedInConfig ? "config" : "generated",
+              generatedKey,
+              waitSeconds: SSH_WAIT_SECONDS,
+            }),
+          ),
+        triggers: [this.serverId, this.sshHostKey, ...digests],
+        logging: "stdoutAndStderr",
+      },
+      { parent: this, dependsOn: [this.attachment], customTimeouts: { create: "15m", update: "15m" } },
+    );
+    for (const [index, role] of roles.entries()) {
       const previous = this.roleCommands[this.roleCommands.length - 1];
       this.roleCommands.push(
         new command.remote.Command(
@@ -205,12 +269,12 @@ export class Host extends pulumi.ComponentResource {
             // An unchanged bundle on the same server costs nothing on `pulumi up`; a changed bundle, or
             // a new server (rebuild), runs the role again. The digest is shown in previews: every secret
             // bundle holds a generated secret, so it reveals nothing.
-            triggers: [pulumi.unsecret(pulumi.output(role.bundle).apply(bundleDigest)), this.serverId],
+            triggers: [digests[index], this.serverId],
             logging: "stdoutAndStderr",
           },
           {
             parent: this,
-            dependsOn: [this.attachment, ...(previous ? [previous] : []), ...(role.dependsOn ?? [])],
+            dependsOn: [this.attachment, this.hostKeyCheck, ...(previous ? [previous] : []), ...(role.dependsOn ?? [])],
             customTimeouts: { create: "30m", update: "30m" },
             // What a role printed (paths, a deploy's steps) is kept encrypted in the state, like its bundle.
             additionalSecretOutputs: ["stdout", "stderr"],

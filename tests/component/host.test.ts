@@ -2,12 +2,15 @@ import assert from "node:assert/strict";
 import test from "node:test";
 import * as pulumi from "@pulumi/pulumi";
 import { bundleDigest } from "../../components/host/bundle";
+import { parse } from "yaml";
 import { BOOTSTRAP_MARKER } from "../../components/host/cloud-init";
+import { PLACEHOLDER_HOST_KEY, hostKeyLine } from "../../components/host/host-key";
 import { validateConfig } from "../../infra/config";
 import cloudflareIps from "../../infra/data/cloudflare-ips.json";
 import { runWithMocks } from "../../infra/mock-run";
 import { ROLES } from "../../infra/roles";
 import { buildStack, loadStackConfig } from "../../infra/stack";
+import { ed25519Key } from "../lib/ed25519-key";
 import { MINIMAL_CONFIG, SSH_KEY, mockCloudOutputs } from "../lib/mock-cloud";
 
 const base = MINIMAL_CONFIG;
@@ -119,7 +122,62 @@ test("server wiring: its IPs, firewall, key, image, type, location and labels", 
   // cloud-init and Hetzner's keys act once: later edits must not replace the server; a replacement frees IPs and volume first.
   assert.deepEqual(server.options.ignoreChanges, ["userData", "sshKeys"]);
   assert.equal(server.options.deleteBeforeReplace, true);
-  assert.ok(!String(server.inputs.userData).includes("PRIVATE KEY"), "no secrets in user data");
+  assert.ok(server.secretInputs.includes("userData"), "the user data holds the server's private host key: secret");
+});
+
+const GENERATED = ed25519Key("host-ssh-host-key");
+
+test("the server's SSH host key is generated (ED25519) and reaches the server only through its secret user data; the plan's copy has a placeholder", async () => {
+  const { one, byType, result } = await plan("prod", base);
+  const key = byType("tls:index/privateKey:PrivateKey").find((r) => r.name === "host-ssh-host-key")!;
+  assert.deepEqual(key.inputs, { algorithm: "ED25519" });
+  assert.equal(key.parent, "leaninfra:host:Host::host");
+  const server = one("hcloud:index/server:Server");
+  assert.ok(server.secretInputs.includes("userData"));
+  assert.deepEqual(parse(String(server.inputs.userData)).ssh_keys, { ed25519_private: GENERATED.privateKeyOpenssh, ed25519_public: GENERATED.publicKeyOpenssh.trim() });
+  assert.equal(await pulumi.isSecret(result.host.userData), true, "the Host's userData output is secret");
+  const preview = result.rendered["cloud-init/user-data.yaml"];
+  assert.equal(preview, result.host.userDataPreview);
+  assert.equal(parse(preview).ssh_keys.ed25519_private, PLACEHOLDER_HOST_KEY.privateKeyOpenssh);
+  assert.ok(!preview.includes(GENERATED.privateKeyOpenssh.split("\n")[2]), "no line of the private key in the plan's files");
+  // Everything else in the user data is what the plan shows.
+  const withoutKeys = (text: string) => ({ ...parse(text), ssh_keys: undefined });
+  assert.deepEqual(withoutKeys(String(server.inputs.userData)), withoutKeys(preview));
+});
+
+test("the roles' connection pins the generated host key; a check on this machine runs before every role whenever any role would run", async () => {
+  const { byType, one } = await plan("prod", base);
+  const commands = byType("command:remote:Command");
+  const check = one("command:local:Command");
+  assert.equal(check.name, "host-host-key-check");
+  assert.equal(check.parent, "leaninfra:host:Host::host");
+  assert.equal(check.inputs.create, "bash -s");
+  const script = String(check.inputs.stdin);
+  assert.match(script, new RegExp(`^readonly expected_key='${hostKeyLine(GENERATED.publicKeyOpenssh).replace(/[+/]/g, "\\$&")}'$`, "m"));
+  assert.ok(script.includes(`readonly expected_fingerprint='${GENERATED.publicKeyFingerprintSha256}'`));
+  assert.ok(script.includes("readonly expected_from='generated'"));
+  assert.ok(script.includes("readonly address='198.51.100.10'"));
+  assert.deepEqual(check.inputs.triggers, [one("hcloud:index/server:Server").id, hostKeyLine(GENERATED.publicKeyOpenssh), ...commands.map((c) => (c.inputs.triggers as string[])[0])]);
+  assert.ok(check.options.dependsOn.includes("hcloud:index/volumeAttachment:VolumeAttachment::host-data-attachment"));
+  for (const command of commands) {
+    const connection = command.inputs.connection as Record<string, unknown>;
+    assert.equal(connection.hostKey, hostKeyLine(GENERATED.publicKeyOpenssh), `${command.name} pins the host key`);
+    assert.equal(connection.port, 22);
+    assert.ok(command.options.dependsOn.includes("command:local:Command::host-host-key-check"), `${command.name} runs after the host key check`);
+  }
+});
+
+test("leaninfra:sshHostKey pins an existing server's own key instead; its user data still carries the generated one for a rebuild", async () => {
+  const own = ed25519Key("a server created before pinning");
+  const { byType, one } = await plan("prod", { ...base, sshHostKey: `${own.publicKeyOpenssh.trim()} root@app` });
+  for (const command of byType("command:remote:Command")) {
+    assert.equal((command.inputs.connection as Record<string, unknown>).hostKey, hostKeyLine(own.publicKeyOpenssh));
+  }
+  const script = String(one("command:local:Command").inputs.stdin);
+  assert.ok(script.includes(`readonly expected_fingerprint='${own.publicKeyFingerprintSha256}'`));
+  assert.ok(script.includes("readonly expected_from='config'"));
+  assert.ok(script.includes(`readonly generated_key='${hostKeyLine(GENERATED.publicKeyOpenssh)}'`));
+  assert.equal(parse(String(one("hcloud:index/server:Server").inputs.userData)).ssh_keys.ed25519_public, GENERATED.publicKeyOpenssh.trim());
 });
 
 test("the data volume is attached to the server, formatted ext4, sized from config", async () => {
@@ -152,6 +210,7 @@ test("the base role runs over SSH after cloud-init, triggered by its bundle's SH
   assert.equal(connection.host, "198.51.100.10");
   assert.equal(connection.user, "ops");
   assert.ok(!("privateKey" in connection), "the key comes from ssh-agent, never from state");
+  assert.equal(connection.hostKey, hostKeyLine(GENERATED.publicKeyOpenssh), "the server's identity is pinned");
   assert.ok(cmd.secretInputs.includes("connection"));
   assert.ok(cmd.options.dependsOn.includes("hcloud:index/volumeAttachment:VolumeAttachment::host-data-attachment"), "roles run once the volume is attached");
   const create = String(cmd.inputs.create);
@@ -208,7 +267,7 @@ test("PostgreSQL gets a generated password through a secret bundle; Redis only w
   assert.equal(generated.inputs.length, 40);
   assert.equal(byType("command:remote:Command").some((r) => r.name === "host-role-redis"), false, "no Redis by default");
   const withRedis = await plan("prod", { ...base, redisJob: "cache" });
-  const order = withRedis.byType("command:remote:Command").map((r) => [r.name, r.options.dependsOn.filter((d) => d.startsWith("command:"))]);
+  const order = withRedis.byType("command:remote:Command").map((r) => [r.name, r.options.dependsOn.filter((d) => d.startsWith("command:remote:"))]);
   assert.deepEqual(Object.fromEntries(order), {
     "host-role-base": [],
     "host-role-docker": ["command:remote:Command::host-role-base"],

@@ -2,10 +2,14 @@
 // "configuration problems" message naming the key, no stack trace, nothing rendered.
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
+import * as path from "node:path";
 import test from "node:test";
+import { parse } from "yaml";
+import { PLACEHOLDER_HOST_KEY } from "../../components/host/host-key";
 import { ROLES } from "../../infra/roles";
+import { ed25519Key } from "../lib/ed25519-key";
 import { MINIMAL_CONFIG } from "../lib/mock-cloud";
-import { refusalProblem, runPlans } from "../lib/plan-cli";
+import { refusalProblem, runPlan, runPlans } from "../lib/plan-cli";
 
 interface Refusal {
   /** What is set on top of the minimal stack (keys without the `leaninfra:` prefix). */
@@ -85,4 +89,44 @@ test(`every role's refusals (${cases.length}) end npm run plan with exit 2 and t
     fs.rmSync(results[i].dir, { recursive: true, force: true });
   });
   assert.deepEqual(failures, []);
+});
+
+// The pin of an existing server's host key (leaninfra:sshHostKey): what an owner may paste by mistake.
+const PINNED = ed25519Key("a server created before pinning").publicKeyOpenssh.trim();
+const HOST_KEY_REFUSALS: Refusal[] = [
+  { set: { sshHostKey: "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 root@app" }, key: "sshHostKey", says: "is a ssh-rsa key" },
+  { set: { sshHostKey: "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTY=" }, key: "sshHostKey", says: "the server presents its ssh-ed25519 key only" },
+  { set: { sshHostKey: "SHA256:sooAv8LPUCo7GncTIhL48gzjnouhexO5oyqim6AK3P8" }, key: "sshHostKey", says: "is not an OpenSSH host public key" },
+  { set: { sshHostKey: `[198.51.100.10]:22 ${PINNED}` }, key: "sshHostKey", says: "is not an OpenSSH host public key" },
+  { set: { sshHostKey: PINNED.slice(0, -10) }, key: "sshHostKey", says: "ssh-ed25519" },
+  { set: { sshHostKey: "ssh-ed25519" }, key: "sshHostKey", says: "has no base64 key after ssh-ed25519" },
+];
+
+test(`a bad leaninfra:sshHostKey (${HOST_KEY_REFUSALS.length} kinds) ends npm run plan with exit 2 naming the key, before anything is rendered`, async () => {
+  const results = await runPlans(HOST_KEY_REFUSALS.map((c) => ({ ...MINIMAL_CONFIG, ...c.set })), "refusal");
+  const failures: string[] = [];
+  HOST_KEY_REFUSALS.forEach((c, i) => {
+    const problem = refusalProblem(results[i], "refusal", `leaninfra:${c.key}`, c.says);
+    if (problem) failures.push(`${JSON.stringify(c.set).slice(0, 120)}: ${problem}`);
+    fs.rmSync(results[i].dir, { recursive: true, force: true });
+  });
+  assert.deepEqual(failures, []);
+});
+
+test("a valid leaninfra:sshHostKey (with its comment) plans; out/ has the user data with a placeholder host key, never a private key", async () => {
+  const run = await runPlan({ ...MINIMAL_CONFIG, sshHostKey: `${PINNED} root@app` }, "pinned");
+  try {
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /\+ command:local:Command {2}host-host-key-check/);
+    assert.match(run.stdout, /\+ tls:index\/privateKey:PrivateKey {2}host-ssh-host-key\n\s+algorithm: ED25519/);
+    const userData = fs.readFileSync(path.join(run.dir, "out/pinned/cloud-init/user-data.yaml"), "utf8");
+    assert.deepEqual(parse(userData).ssh_keys, { ed25519_private: PLACEHOLDER_HOST_KEY.privateKeyOpenssh, ed25519_public: PLACEHOLDER_HOST_KEY.publicKeyOpenssh });
+    const planJson = fs.readFileSync(path.join(run.dir, "out/pinned/plan.json"), "utf8");
+    const server = (JSON.parse(planJson).resources as { type: string; inputs: Record<string, unknown> }[]).find((r) => r.type === "hcloud:index/server:Server")!;
+    assert.equal(server.inputs.userData, "[secret]", "plan.json shows the server's user data as a secret");
+    // Every OpenSSH private key's base64 starts with "openssh-key-v1" encoded.
+    for (const file of [userData, planJson, run.stdout]) assert.ok(!file.includes("b3BlbnNzaC1rZXktdjE"), "no private key is written or printed");
+  } finally {
+    fs.rmSync(run.dir, { recursive: true, force: true });
+  }
 });

@@ -1,12 +1,34 @@
 import assert from "node:assert/strict";
 import test from "node:test";
+import { spawnSync } from "node:child_process";
 import { BOOTSTRAP_MARKER, DATA_LABEL, DATA_MOUNT, renderCloudInit } from "../../components/host/cloud-init";
+import { HostKeyCheckSettings, hostKeyLine, renderHostKeyCheck } from "../../components/host/host-key";
 import { withBootedRoot } from "../lib/booted-root";
+import { ed25519Key } from "../lib/ed25519-key";
 import { withExt4LoopVolume } from "../lib/loop-volume";
+import { mockCloudOutputs } from "../lib/mock-cloud";
 import { sections } from "../lib/sections";
 
 const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHn9lq7g1xv3Y2Yl7Zb3eVq9tW4k8dG0ZcU2n6pYb1Xq owner@laptop";
-const SETTINGS = { hostname: "app", fqdn: "app.example.com", adminUser: "ops", adminSshPublicKey: KEY, swapSizeMb: 256, journalMaxUseMb: 512 };
+/** The host key as the tls provider gives it for the Host's `host-ssh-host-key` (the canned cloud's answer). */
+const HOST_KEY = mockCloudOutputs({ type: "tls:index/privateKey:PrivateKey", name: "host-ssh-host-key", inputs: { algorithm: "ED25519" } }) as { privateKeyOpenssh: string; publicKeyOpenssh: string; publicKeyFingerprintSha256: string };
+const SETTINGS = { hostname: "app", fqdn: "app.example.com", adminUser: "ops", adminSshPublicKey: KEY, swapSizeMb: 256, journalMaxUseMb: 512, hostKey: HOST_KEY };
+
+/** The Host's host key check, run on this machine as `pulumi up` runs it: against the booted root's sshd (shared network). */
+function runHostKeyCheck(overrides: Partial<HostKeyCheckSettings>) {
+  const settings: HostKeyCheckSettings = {
+    fqdn: "app.example.com",
+    address: "127.0.0.1",
+    port: 22,
+    expectedKey: HOST_KEY.publicKeyOpenssh,
+    expectedFrom: "generated",
+    generatedKey: HOST_KEY.publicKeyOpenssh,
+    waitSeconds: 30,
+    ...overrides,
+  };
+  const r = spawnSync("bash", ["-s"], { input: renderHostKeyCheck(settings), encoding: "utf8", timeout: 120_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
 /** Hetzner's name for an attached volume; the test links its loop device there, as udev does on the VM. */
 const VOLUME_LINK = "/dev/disk/by-id/scsi-0HC_Volume_4242";
 
@@ -15,7 +37,7 @@ const VOLUME_LINK = "/dev/disk/by-id/scsi-0HC_Volume_4242";
  * user data as its NoCloud seed (Hetzner's datasource differs only in where the seed comes from) and a
  * real ext4 volume under Hetzner's device name. Then the machine is inspected as the owner will find it.
  */
-test("cloud-init boots the rendered user data: admin user, sshd, UTC, journald, time sync, unattended upgrades, the volume, the marker", { timeout: 20 * 60_000 }, async () => {
+test("cloud-init boots the rendered user data: admin user, sshd with exactly the pinned host key, UTC, journald, time sync, unattended upgrades, the volume, the marker; the host key check passes it and stops on another key", { timeout: 20 * 60_000 }, async () => {
   const unit = "leaninfra-test-volume.service";
   await withExt4LoopVolume(64, async (loop) => {
     const started = Date.now();
@@ -50,6 +72,12 @@ passwd -S ops | cut -d' ' -f2
 cat /home/ops/.ssh/authorized_keys
 stat -c '%a %U' /home/ops/.ssh /home/ops/.ssh/authorized_keys
 sudo -n -u ops sudo -n true && echo sudo-ok
+sec hostkeys
+sshd -T | grep -E '^hostkey ' | sort
+stat -c '%a %U' /etc/ssh/ssh_host_ed25519_key
+ssh-keyscan -p 22 127.0.0.1 2>/dev/null | awk '$1 !~ /^#/ { print $2, $3 }'
+sec hostkeyfiles
+ls /etc/ssh/ | grep -E '^ssh_host_' || true
 sec root
 passwd -S root | cut -d' ' -f2
 grep -c 'Please login as the user' /root/.ssh/authorized_keys || true
@@ -97,6 +125,29 @@ grep -c 'LeanInfra base ready after' /var/log/cloud-init-output.log
           ["allowusers ops", "kbdinteractiveauthentication no", "maxauthtries 3", "passwordauthentication no", "permitrootlogin no", "pubkeyauthentication yes", "x11forwarding no"].join("\n"),
         );
         assert.deepEqual(out.host.split("\n"), ["app", "/usr/share/zoneinfo/Etc/UTC"]);
+        // Every key type sshd is asked for, it answers with the one pinned key only.
+        console.log(`host key files on the server: ${out.hostkeyfiles.split("\n").join(", ")}`);
+        assert.deepEqual(out.hostkeys.split("\n"), ["hostkey /etc/ssh/ssh_host_ed25519_key", "600 root", hostKeyLine(HOST_KEY.publicKeyOpenssh)]);
+        const pinned = runHostKeyCheck({});
+        assert.equal(pinned.code, 0, pinned.stdout + pinned.stderr);
+        assert.ok(pinned.stdout.includes(`app.example.com (127.0.0.1 port 22) presents its pinned host key ${HOST_KEY.publicKeyFingerprintSha256}`), pinned.stdout);
+        const other = ed25519Key("a key the server does not have");
+        const changed = runHostKeyCheck({ expectedKey: other.publicKeyOpenssh, generatedKey: other.publicKeyOpenssh });
+        assert.equal(changed.code, 1, changed.stdout + changed.stderr);
+        console.log(`the host key check on a changed key says:\n${changed.stderr}`);
+        for (const says of [
+          "the SSH host key of app.example.com (127.0.0.1 port 22) is not the pinned one; nothing was sent to the server",
+          `expected:  ssh-ed25519 ${other.publicKeyFingerprintSha256}, from the key Pulumi generated`,
+          `presented: ssh-ed25519 ${HOST_KEY.publicKeyFingerprintSha256}`,
+          "someone may be answering in its place",
+          `pulumi config set leaninfra:sshHostKey "${hostKeyLine(HOST_KEY.publicKeyOpenssh)}"`,
+        ]) assert.ok(changed.stderr.includes(says), `the message says: ${says}`);
+        // A server pinned through leaninfra:sshHostKey, since rebuilt with the generated key.
+        const rebuilt = runHostKeyCheck({ expectedKey: other.publicKeyOpenssh, expectedFrom: "config", generatedKey: HOST_KEY.publicKeyOpenssh });
+        assert.equal(rebuilt.code, 1, rebuilt.stdout + rebuilt.stderr);
+        assert.match(rebuilt.stderr, /from leaninfra:sshHostKey \(pinned by you\)/);
+        assert.match(rebuilt.stderr, /presents the key Pulumi generated for it/);
+        assert.match(rebuilt.stderr, /pulumi config rm leaninfra:sshHostKey/);
         assert.deepEqual(out.journald.split("\n"), ["Storage=persistent", "SystemMaxUse=512M", "SystemKeepFree=512M", "MaxRetentionSec=30day", "persistent"]);
         assert.deepEqual(out.timesyncd.split("\n"), ["install ok installed", "enabled", "NTP=ntp1.hetzner.de ntp2.hetzner.com ntp3.hetzner.net"]);
         assert.deepEqual(out.upgrades.split("\n"), ["install ok installed", "enabled", 'APT::Periodic::Unattended-Upgrade "1";', 'APT::Periodic::Update-Package-Lists "1";']);

@@ -1,6 +1,7 @@
 // The one source of canned cloud values: Pulumi's mocks (component tests) and the engine tier's
 // stand-in provider plugins both answer from here, so the two tiers see the same cloud.
 import type { RecordedResource } from "../../infra/mock-run";
+import { ed25519Key } from "./ed25519-key";
 
 export const SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHn9lq7g1xv3Y2Yl7Zb3eVq9tW4k8dG0ZcU2n6pYb1Xq owner@laptop";
 export const MAIN_ACCOUNT = "0123456789abcdef0123456789abcdef";
@@ -42,8 +43,12 @@ export function mockCloudOutputs(r: CannedResource): Record<string, unknown> {
       return r.inputs.type === "ipv4" ? { ipAddress: "198.51.100.10" } : { ipAddress: "2001:db8:42::", ipNetwork: "2001:db8:42::/64" };
     case "hcloud:index/server:Server":
       return { ipv4Address: "198.51.100.10", ipv6Address: "2001:db8:42::1" };
-    case "tls:index/privateKey:PrivateKey":
-      return { privateKeyPem: `-----BEGIN PRIVATE KEY----- ${r.name}` };
+    case "tls:index/privateKey:PrivateKey": {
+      // ED25519 keys are real (sshd loads the host key); the others keep a readable stand-in, with the same outputs.
+      const { algorithm: _, ...key } = ed25519Key(r.name);
+      if (r.inputs.algorithm === "ED25519") return key;
+      return { ...Object.fromEntries(Object.keys(key).map((k) => [k, `(${k} of ${r.name})`])), privateKeyPem: `-----BEGIN PRIVATE KEY----- ${r.name}` };
+    }
     case "tls:index/selfSignedCert:SelfSignedCert":
     case "tls:index/locallySignedCert:LocallySignedCert":
       return { certPem: `-----BEGIN CERTIFICATE----- ${r.name}` };

@@ -5,13 +5,16 @@ import * as os from "node:os";
 import * as path from "node:path";
 import test from "node:test";
 import { bootFiles, renderCloudInit } from "../../components/host/cloud-init";
+import { PLACEHOLDER_HOST_KEY } from "../../components/host/host-key";
 import { ConfigError, validateConfig } from "../../infra/config";
 import { MINIMAL_CONFIG } from "../lib/mock-cloud";
+import { ed25519Key } from "../lib/ed25519-key";
 import { assertShellcheckClean } from "../lib/shellcheck";
 
 const REPO = path.resolve(__dirname, "../..");
 const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHn9lq7g1xv3Y2Yl7Zb3eVq9tW4k8dG0ZcU2n6pYb1Xq owner@laptop";
-const settings = { hostname: "app", fqdn: "app.example.com", adminUser: "ops", adminSshPublicKey: KEY, swapSizeMb: 2048, journalMaxUseMb: 1024 };
+const HOST_KEY = ed25519Key("host-ssh-host-key");
+const settings = { hostname: "app", fqdn: "app.example.com", adminUser: "ops", adminSshPublicKey: KEY, swapSizeMb: 2048, journalMaxUseMb: 1024, hostKey: HOST_KEY };
 
 /** The Debian 13 root holds cloud-init 25, the version that reads this user data on the server. */
 function debianRoot(): string {
@@ -38,11 +41,16 @@ test("cloud-init 25 (Debian 13) accepts the rendered user data, and rejects a br
   const root = debianRoot();
   const version = spawnSync("systemd-nspawn", ["--quiet", "--register=no", "--keep-unit", "--read-only", "-D", root, "cloud-init", "--version"], { encoding: "utf8" });
   console.log(`# checked with ${(version.stdout + version.stderr).trim()}`);
-  for (const swapSizeMb of [2048, 0]) {
-    const ok = cloudInitSchema(root, renderCloudInit({ ...settings, swapSizeMb }));
+  // With the host key as pulumi up renders it, and with the plan's placeholder.
+  for (const variant of [settings, { ...settings, swapSizeMb: 0 }, { ...settings, hostKey: PLACEHOLDER_HOST_KEY }]) {
+    const ok = cloudInitSchema(root, renderCloudInit(variant));
     assert.equal(ok.status, 0, ok.stdout + ok.stderr);
     assert.match(ok.stdout, /Valid schema/);
   }
+  // ssh_keys is checked too: an unknown key type under it is refused.
+  const badKey = cloudInitSchema(root, renderCloudInit(settings).replace("ed25519_public:", "ed25519_publicc:"));
+  assert.notEqual(badKey.status, 0, "cloud-init schema should refuse an unknown ssh_keys entry");
+  assert.match(badKey.stdout + badKey.stderr, /ssh_keys/);
   // The checker is real: a wrong type under a known key is refused.
   const broken = renderCloudInit(settings).replace("ssh_pwauth: false", "ssh_pwauth: [not, a, boolean]");
   const bad = cloudInitSchema(root, broken);

@@ -1,12 +1,19 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import test from "node:test";
 import { parse } from "yaml";
 import { USER_DATA_LIMIT, bootFiles, renderCloudInit } from "../../components/host/cloud-init";
 import { firewallRules } from "../../components/host/firewall";
 import { serverIpv6 } from "../../components/host";
+import { HOST_KEY_FILE, PLACEHOLDER_HOST_KEY, hostKeyFingerprint, hostKeyLine, hostKeyProblem, renderHostKeyCheck } from "../../components/host/host-key";
+import { assertShellcheckClean } from "../lib/shellcheck";
+import { ed25519Key } from "../lib/ed25519-key";
 
 const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHn9lq7g1xv3Y2Yl7Zb3eVq9tW4k8dG0ZcU2n6pYb1Xq owner@laptop";
-const settings = { hostname: "app", fqdn: "app.example.com", adminUser: "ops", adminSshPublicKey: KEY, swapSizeMb: 2048, journalMaxUseMb: 1024 };
+const HOST_KEY = ed25519Key("host-ssh-host-key");
+/** The blob of an RSA key, under an ed25519 type name. */
+const SSH_RSA_BLOB = Buffer.concat([Buffer.from("\0\0\0\x07ssh-rsa\0\0\0\x03\x01\0\x01\0\0\0\x02\0\xc1", "latin1")]).toString("base64");
+const settings = { hostname: "app", fqdn: "app.example.com", adminUser: "ops", adminSshPublicKey: KEY, swapSizeMb: 2048, journalMaxUseMb: 1024, hostKey: HOST_KEY };
 
 test("cloud-init: admin user with the key, no root, no passwords, UTC, time sync, swap", () => {
   const text = renderCloudInit(settings);
@@ -77,4 +84,57 @@ test("the server's IPv6 address is ::1 in its Primary IP's /64, as Hetzner confi
   assert.equal(serverIpv6("2a01:4f8:c17:1234::"), "2a01:4f8:c17:1234::1");
   assert.equal(serverIpv6("2a01:4f8:c17:1234::/64"), "2a01:4f8:c17:1234::1");
   assert.equal(serverIpv6("2001:db8:42::"), "2001:db8:42::1");
+});
+
+test("cloud-init: the server's host key is the given pair, the image's keys deleted and no other type generated, sshd serving that key only", () => {
+  const doc = parse(renderCloudInit(settings));
+  assert.equal(doc.ssh_deletekeys, true);
+  assert.deepEqual(doc.ssh_genkeytypes, ["ed25519"]);
+  assert.deepEqual(doc.ssh_keys, { ed25519_private: HOST_KEY.privateKeyOpenssh, ed25519_public: HOST_KEY.publicKeyOpenssh.trim() });
+  assert.match(doc.ssh_keys.ed25519_private, /^-----BEGIN OPENSSH PRIVATE KEY-----\n[\s\S]+\n-----END OPENSSH PRIVATE KEY-----\n$/);
+  const sshd = bootFiles(settings).find((f) => f.path === "/etc/ssh/sshd_config.d/10-leaninfra.conf")!.content;
+  assert.deepEqual(sshd.split("\n").filter((l) => l.startsWith("HostKey")), [`HostKey ${HOST_KEY_FILE}`]);
+  // The plan's copy: a placeholder where the private key goes, never a key.
+  const preview = renderCloudInit({ ...settings, hostKey: PLACEHOLDER_HOST_KEY });
+  assert.ok(!preview.includes(HOST_KEY.privateKeyOpenssh.split("\n")[1]));
+  assert.match(parse(preview).ssh_keys.ed25519_private, /generated on pulumi up, kept in Pulumi state/);
+});
+
+test("host keys: the pin accepts one ssh-ed25519 line and names what is wrong with anything else; fingerprints as ssh-keygen prints them", () => {
+  const line = HOST_KEY.publicKeyOpenssh.trim();
+  assert.equal(hostKeyProblem(line), undefined);
+  assert.equal(hostKeyProblem(`${line} root@app`), undefined, "a comment is allowed");
+  assert.equal(hostKeyLine(`${line} root@app\n`), line, "pinned without comment or line end");
+  assert.equal(hostKeyFingerprint(line), HOST_KEY.publicKeyFingerprintSha256);
+  const problems: [string, RegExp][] = [
+    ["ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ== root@app", /is a ssh-rsa key .*presents its ssh-ed25519 key only/],
+    ["ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTY=", /is a ecdsa-sha2-nistp256 key/],
+    ["SHA256:sooAv8LPUCo7GncTIhL48gzjnouhexO5oyqim6AK3P8", /is not an OpenSSH host public key/],
+    ["ssh-ed25519", /has no base64 key/],
+    ["ssh-ed25519 not*base64", /has no base64 key/],
+    [`ssh-ed25519 ${line.split(" ")[1].slice(0, -8)}`, /has no base64 key|does not hold one 32-byte Ed25519 key/],
+    [`ssh-ed25519 ${Buffer.from("\0\0\0\x0bssh-ed25519\0\0\0\x10" + "x".repeat(16), "latin1").toString("base64")}`, /does not hold one 32-byte Ed25519 key/],
+    [`ssh-ed25519 ${SSH_RSA_BLOB}`, /does not hold one 32-byte Ed25519 key/],
+  ];
+  for (const [value, says] of problems) assert.match(String(hostKeyProblem(value)), says, value);
+  assert.throws(() => hostKeyLine("ssh-ed25519 AAAA"), /does not hold|has no base64/);
+});
+
+test("the host key check script: rendered with the stack's values, shellcheck-clean, and clear when the server does not answer", () => {
+  const script = renderHostKeyCheck({
+    fqdn: "app.example.com",
+    // Nothing listens on the discard port of this machine: a server still booting.
+    address: "127.0.0.1",
+    port: 9,
+    expectedKey: HOST_KEY.publicKeyOpenssh,
+    expectedFrom: "generated",
+    generatedKey: HOST_KEY.publicKeyOpenssh,
+    waitSeconds: 1,
+  });
+  assert.match(script, new RegExp(`^readonly expected_key='${hostKeyLine(HOST_KEY.publicKeyOpenssh).replace(/[+/]/g, "\\$&")}'$`, "m"));
+  assert.match(script, new RegExp(`^readonly expected_fingerprint='${HOST_KEY.publicKeyFingerprintSha256.replace(/[+/]/g, "\\$&")}'$`, "m"));
+  assertShellcheckClean("host-key-check", script);
+  const r = spawnSync("bash", ["-s"], { input: script, encoding: "utf8", timeout: 60_000 });
+  assert.equal(r.status, 1, r.stdout + r.stderr);
+  assert.match(r.stderr, /^leaninfra: app\.example\.com \(127\.0\.0\.1 port 9\) did not answer on SSH within 1 seconds, so its host key could not be checked; nothing was sent to it\./);
 });

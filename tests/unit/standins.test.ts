@@ -52,4 +52,12 @@ test("the stand-ins check inputs as the real providers would, and leave unknowns
   assert.deepEqual(problems(record, { zoneId, name: "example.com", type: "A", ttl: 1, content: { [SIG]: SECRET_SIG, value: UNKNOWN } }), []);
   assert.deepEqual(problems(CATALOG.hcloud.resources["hcloud:index/sshKey:SshKey"], { publicKey: "k", labels: { stack: "-bad" } }).map((p) => p.property), ["labels.stack"]);
   assert.ok(computedKeys("hcloud:index/primaryIp:PrimaryIp").has("ipAddress"));
+  // The SSH host key pin is read as an authorized_keys line by @pulumi/command.
+  const remote = CATALOG.command.resources["command:remote:Command"];
+  const pinned = (hostKey: string) => problems(remote, { connection: { host: "198.51.100.10", user: "ops", port: 22, dialErrorLimit: 60, perDialTimeout: 10, hostKey } }).map((p) => p.property);
+  assert.deepEqual(pinned("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDZFtXeHDMzYzGDJpHxDESyApurJ2k6frH+LdSDosmhw"), []);
+  assert.deepEqual(pinned("SHA256:sooAv8LPUCo7GncTIhL48gzjnouhexO5oyqim6AK3P8"), ["connection.hostKey"]);
+  assert.deepEqual(pinned("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIDZFtXeHDMzYzGDJpHxDESyApurJ2k6frH+LdSDosmhw"), ["connection.hostKey"], "the type names the key in the blob");
+  // The tls key's outputs are the same set whatever the algorithm, so a diff never mistakes one for an input.
+  assert.ok(["privateKeyOpenssh", "publicKeyOpenssh", "publicKeyFingerprintSha256"].every((key) => computedKeys("tls:index/privateKey:PrivateKey").has(key)));
 });

@@ -10,8 +10,9 @@
 //               replace rules as the v5.19.1 that pulumi-cloudflare 6.x bridges);
 //   random      hashicorp/terraform-provider-random v3.9.0 internal/provider/resource_password.go;
 //   tls         hashicorp/terraform-provider-tls d72d90e1 internal/provider/resource_*.go;
-//   command     pulumi/pulumi-command v1.2.1 provider/pkg/provider/remote (only `triggers` replaces;
-//               any other input change is an update that runs the command again).
+//   command     pulumi/pulumi-command v1.2.1 provider/pkg/provider/{local,remote} (only `triggers`
+//               replaces; any other input change is an update that runs the command again; the
+//               connection's hostKey is read by x/crypto ssh.ParseAuthorizedKey, remote/connection.go).
 import ipaddr from "ipaddr.js";
 import { z } from "zod";
 import { SNAPSHOT_CALLS } from "../../../infra/offline-calls";
@@ -276,10 +277,48 @@ const tls: Record<string, ResourceSpec> = {
   }),
 };
 
+/**
+ * Whether x/crypto's ssh.ParseAuthorizedKey, which @pulumi/command runs on `connection.hostKey`, reads
+ * the line: a key type, then base64 whose first SSH string is that type.
+ */
+function isAuthorizedKeyLine(line: string): boolean {
+  const [type, data] = line.trim().split(/\s+/);
+  if (!type || !data || !/^[A-Za-z0-9+/]+={0,2}$/.test(data)) return false;
+  const blob = Buffer.from(data, "base64");
+  if (blob.length < 4) return false;
+  const length = blob.readUInt32BE(0);
+  return blob.length >= 4 + length && blob.subarray(4, 4 + length).toString("latin1") === type;
+}
+
 const command: Record<string, ResourceSpec> = {
+  "command:local:Command": spec({
+    inputs: {
+      create: str,
+      update: str,
+      delete: str,
+      stdin: k(z.string()),
+      interpreter: list(str),
+      dir: str,
+      environment: k(z.record(z.string(), z.string())),
+      triggers: list(z.unknown()),
+      logging: k(z.enum(["stdout", "stderr", "stdoutAndStderr", "none"])),
+    },
+    replaceOnChanges: ["triggers"],
+    outputs: () => ({ stdout: "", stderr: "" }),
+  }),
   "command:remote:Command": spec({
     inputs: {
-      connection: k(z.looseObject({ host: str, user: str, port: int, dialErrorLimit: int, perDialTimeout: int })),
+      connection: k(
+        z.looseObject({
+          host: str,
+          user: str,
+          port: int,
+          dialErrorLimit: int,
+          perDialTimeout: int,
+          // The provider fails the resource with "failed to parse host key" otherwise.
+          hostKey: k(z.string().refine(isAuthorizedKeyLine, "failed to parse host key: expected one authorized_keys line, e.g. ssh-ed25519 AAAA...")),
+        }),
+      ),
       create: str,
       update: str,
       delete: str,
