@@ -64,7 +64,8 @@ export function exportStack(ws: EngineWorkspace, showSecrets = false): StackExpo
 const SIG = "4dabf18193072939515e22adb298388d";
 const SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270";
 
-function isSecret(value: unknown): value is Record<string, unknown> {
+/** Whether a value of a plain `pulumi stack export` is kept encrypted. */
+export function isSecret(value: unknown): value is Record<string, unknown> {
   return !!value && typeof value === "object" && (value as Record<string, unknown>)[SIG] === SECRET_SIG;
 }
 

@@ -5,8 +5,10 @@ import { randomBytes } from "node:crypto";
 import { after, before, test } from "node:test";
 import { s3CredentialsFromToken } from "../../components/backup-bucket/policy";
 import { renderCloudInit } from "../../components/host/cloud-init";
+import { PLACEHOLDER_HOST_KEY } from "../../components/host/host-key";
 import { SSH_KEY } from "../lib/mock-cloud";
-import { StackExport, changes, describeSteps, encryptedStrings, exportStack, ok, previewSteps, revealed } from "./engine";
+import { parse } from "yaml";
+import { StackExport, changes, describeSteps, encryptedStrings, exportStack, isSecret, ok, previewSteps, revealed } from "./engine";
 import { readmePathCommands, stepFor } from "./readme";
 import { EngineWorkspace, PASSPHRASE, PulumiRun } from "./workspace";
 
@@ -61,25 +63,24 @@ test("a second `pulumi preview` after `up` plans no change at all", () => {
   assert.deepEqual(changes(steps), [], `nothing may change or re-run:\n${describeSteps(changes(steps))}`);
 });
 
-test("a new appTag re-runs the app role's command and changes nothing else", () => {
+test("a new appTag re-runs the app role's command, after the host key check, and changes nothing else", () => {
   ok(ws.pulumi(["config", "set", "leaninfra:appTag", "1.0.1"]), "config set appTag");
   try {
     const { steps, run } = previewSteps(ws);
     record(run);
     const changed = changes(steps);
     assert.deepEqual(
-      changed.map((s) => s.key),
-      ["command:remote:Command::host-role-app"],
-      `only the app role runs again:\n${describeSteps(changed)}`,
+      changed.map((s) => `${s.op} ${s.key}`),
+      ["replace command:local:Command::host-host-key-check", "replace command:remote:Command::host-role-app"],
+      `only the host key check and the app role run again:\n${describeSteps(changed)}`,
     );
-    assert.equal(changed[0].op, "replace", "a changed bundle digest replaces the role's command, which runs it");
   } finally {
     ok(ws.pulumi(["config", "set", "leaninfra:appTag", "1.0.0"]), "config set appTag back");
   }
 });
 
 test("a user-data change (swap size) replaces nothing: cloud-init ran once", () => {
-  const userData = (swapSizeMb: number) => renderCloudInit({ hostname: "app", fqdn: "app.example.com", adminUser: "ops", adminSshPublicKey: SSH_KEY, swapSizeMb, journalMaxUseMb: 1024 });
+  const userData = (swapSizeMb: number) => renderCloudInit({ hostname: "app", fqdn: "app.example.com", adminUser: "ops", adminSshPublicKey: SSH_KEY, swapSizeMb, journalMaxUseMb: 1024, hostKey: PLACEHOLDER_HOST_KEY });
   assert.notEqual(userData(4096), userData(2048), "the swap size is part of the user data");
   ok(ws.pulumi(["config", "set", "leaninfra:swapSizeMb", "4096"]), "config set swapSizeMb");
   try {
@@ -150,6 +151,8 @@ test("the README's rebuild replaces only the server, keeps its addresses, volume
   const roles = idsBefore("command:remote:Command");
   assert.equal(Object.keys(roles).length, 6);
   for (const [name, id] of Object.entries(roles)) assert.notEqual(idsAfter("command:remote:Command")[name], id, `${name} ran again on the new server`);
+  assert.notEqual(idsAfter("command:local:Command")["host-host-key-check"], idsBefore("command:local:Command")["host-host-key-check"], "the host key was checked again first");
+  assert.deepEqual(idsAfter("tls:index/privateKey:PrivateKey"), idsBefore("tls:index/privateKey:PrivateKey"), "the new server gets the same host key: the pin holds");
   const protectedTypes = after.resources.filter((r) => r.protect).map((r) => r.type);
   for (const type of ["hcloud:index/server:Server", "hcloud:index/volume:Volume", "hcloud:index/primaryIp:PrimaryIp"]) {
     assert.ok(protectedTypes.includes(type), `${type} is protected again`);
@@ -186,7 +189,9 @@ test("no secret appears in clear in `pulumi stack export` or in anything the CLI
   };
   for (const [i, o] of outputsOf("random:index/randomPassword:RandomPassword").entries()) sensitive[`generated password ${i + 1}`] = String(revealed(o.result));
   for (const [i, o] of outputsOf("tls:index/privateKey:PrivateKey").entries()) sensitive[`private key ${i + 1}`] = String(revealed(o.privateKeyPem));
-  assert.equal(Object.keys(sensitive).length, 3 + 3 + 2 + 3, `the secrets looked for: ${Object.keys(sensitive).join(", ")}`);
+  const hostKey = shown.resources.find((r) => r.urn.endsWith("::host-ssh-host-key"))!.outputs!;
+  sensitive["the server's private host key (OpenSSH)"] = String(revealed(hostKey.privateKeyOpenssh));
+  assert.equal(Object.keys(sensitive).length, 3 + 3 + 2 + 4 + 1, `the secrets looked for: ${Object.keys(sensitive).join(", ")}`);
   const encrypted = encryptedStrings(plainExport, shown);
   for (const [what, value] of Object.entries(sensitive)) {
     assert.ok(value.length >= 12, `${what} is a real value`);
@@ -197,4 +202,25 @@ test("no secret appears in clear in `pulumi stack export` or in anything the CLI
   for (const place of places) {
     for (const [what, value] of Object.entries(sensitive)) assert.ok(!place.text.includes(value), `${place.name} shows ${what} in clear`);
   }
+});
+
+test("the server's user data, which holds its private host key, is a secret in the state, as input and as output", () => {
+  const plainExport = exportStack(ws);
+  const shown = exportStack(ws, true);
+  const server = plainExport.resources.find((r) => r.type === "hcloud:index/server:Server")!;
+  assert.ok(isSecret(server.inputs?.userData), "the server's userData input is encrypted in the state");
+  assert.ok(isSecret(server.outputs?.userData), "the server's userData output is encrypted in the state");
+  const hostKey = shown.resources.find((r) => r.urn.endsWith("::host-ssh-host-key"))!;
+  assert.deepEqual(hostKey.inputs, { algorithm: "ED25519" });
+  const privateKey = String(revealed(hostKey.outputs!.privateKeyOpenssh));
+  assert.match(privateKey, /^-----BEGIN OPENSSH PRIVATE KEY-----\n/);
+  const userData = String(revealed(shown.resources.find((r) => r.type === "hcloud:index/server:Server")!.inputs!.userData));
+  assert.equal(parse(userData).ssh_keys.ed25519_private, privateKey, "the user data installs the generated key");
+  // The connection pins its public half; the check before the roles expects it.
+  const publicKey = String(revealed(hostKey.outputs!.publicKeyOpenssh)).trim();
+  for (const command of shown.resources.filter((r) => r.type === "command:remote:Command")) {
+    assert.equal((revealed(command.inputs!.connection) as { hostKey?: string }).hostKey, publicKey, `${command.urn} pins the server's host key`);
+  }
+  const check = shown.resources.find((r) => r.type === "command:local:Command")!;
+  assert.ok(String(check.inputs!.stdin).includes(`readonly expected_key='${publicKey}'`));
 });

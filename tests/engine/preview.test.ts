@@ -45,7 +45,7 @@ test("npm run preview -- --offline previews the stack file through the engine, s
   const r = preview(["--offline"]);
   assert.equal(r.code, 0, r.output);
   assert.match(r.output, /Offline preview of Pulumi\.prod\.yaml with stand-in providers \(encrypted values replaced by placeholders: hcloud:token, cloudflare:apiToken, leaninfra:backupApiToken, leaninfra:appSecretEnv\)/);
-  assert.match(r.output, /Resources:\s+\+ 50 to create/);
+  assert.match(r.output, /Resources:\s+\+ 52 to create/);
   assert.ok(!r.output.includes("do-not-print-me"));
 });
 
