@@ -37,7 +37,7 @@ test("npm run plan prints the resource tree, outputs and monthly cost, and write
   const { code, stdout, stderr } = runPlan([], dir);
   assert.equal(code, 0, stderr);
   assert.match(stdout, /^LeanInfra plan for stack "prod" \(offline preview\)/);
-  assert.match(stdout, /\+ leaninfra:host:Host {2}host\n {2}\+ command:remote:Command {2}host-role-base/);
+  assert.match(stdout, /\+ leaninfra:host:Host {2}host\n {2}\+ command:local:Command {2}host-host-key-check\n {2}\+ command:remote:Command {2}host-role-base/);
   assert.match(stdout, /\n {2}\+ hcloud:index\/sshKey:SshKey {2}host-admin-key\n/);
   assert.match(stdout, /rule: in tcp\/22 from 203\.0\.113\.7\/32, 2001:db8:1234::\/48/);
   assert.match(stdout, /ipv4: \(known after apply\)/);
