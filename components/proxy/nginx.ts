@@ -248,6 +248,8 @@ export function renderNginxSiteConf(s: ProxySettings): string {
     security_headers: securityHeaders,
     retry_after_seconds: MAINTENANCE_RETRY_AFTER_SECONDS,
   });
+  // Static files carry no secret: the only answers nginx compresses.
+  const staticLocations = s.staticPathPrefixes.flatMap((prefix) => block(`location ^~ ${prefix}`, ["gzip on;", "proxy_pass http://leaninfra_app;"]));
   // Cloudflare caches everything on the static host (components/edge/rules.ts): only static files may answer there.
   const staticServer = names.static
     ? [
@@ -262,7 +264,7 @@ export function renderNginxSiteConf(s: ProxySettings): string {
           "",
           ...proxyToApp,
           "",
-          ...s.staticPathPrefixes.flatMap((prefix) => block(`location ^~ ${prefix}`, ["proxy_pass http://leaninfra_app;"])),
+          ...staticLocations,
           ...block("location /", ["return 404;"]),
         ]),
       ]
@@ -283,6 +285,7 @@ export function renderNginxSiteConf(s: ProxySettings): string {
       authLocations.length > 0
         ? [`# Auth paths: ${burst + 1} requests at once, then ${s.authRateLimitPerMinute} a minute per client address; 429 beyond.`, ...authLocations]
         : [],
+    static_locations: staticLocations.length > 0 ? ["# Static path prefixes: compressed (no secret in them).", ...staticLocations] : [],
     extra_names_server: extraNamesServer,
     status_url: NGINX_STATUS.url,
     status_address: NGINX_STATUS.address,

@@ -155,6 +155,7 @@ systemd-analyze verify --man=no nginx.service 2>&1; cp /root/drop-in ${SYSTEMD_D
     const joined = certbot("'--email=--help'");
     console.log(`# certbot --email=--help: exit ${joined.code}: ${joined.stdout.trim().split("\n").slice(-2).join(" | ")}`);
     assert.notEqual(joined.code, 0);
+    assert.match(joined.stdout, /Requesting 127\.0\.0\.1\/directory: Connection refused/, "parsed, certbot went on to the ACME server");
     assert.doesNotMatch(joined.stdout, help, `joined, "--help" is the address:\n${joined.stdout}`);
   });
 });

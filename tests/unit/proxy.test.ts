@@ -180,7 +180,7 @@ test("the static host serves only the static path prefixes (Cloudflare caches ev
   assert.match(serverNamed(conf, "example.com"), /location \/ \{\n\s+proxy_pass http:\/\/leaninfra_app;/);
   const statics = serverNamed(conf, "static.example.com");
   for (const prefix of cloudflare.staticPathPrefixes) {
-    assert.match(statics, new RegExp(`location \\^~ ${prefix.replace(/\//g, "\\/")} \\{\\n\\s+proxy_pass http://leaninfra_app;\\n\\s+\\}`));
+    assert.match(statics, new RegExp(`location \\^~ ${prefix.replace(/\//g, "\\/")} \\{\\n\\s+gzip on;\\n\\s+proxy_pass http://leaninfra_app;\\n\\s+\\}`));
   }
   assert.match(statics, /location \/ \{\n\s+return 404;\n\s+\}/, "any other path: 404, never the app");
   assert.doesNotMatch(statics, /limit_req|\/login/, "no auth path on the static host");
@@ -262,7 +262,15 @@ test("security headers, gzip and the body size limit", () => {
     assert.ok(site.includes(`add_header ${h} always;`), h);
   }
   const http = directives(renderNginxHttpConf({ ...cloudflare, clientMaxBodyMb: 7 }));
-  assert.ok(http.includes("gzip on;"));
+  // BREACH: the app's answers are never compressed by nginx; the static path prefixes are, on every server that has them.
+  assert.ok(http.includes("gzip off;"));
+  assert.ok(!http.includes("gzip on;"));
+  for (const name of ["example.com", "static.example.com"]) {
+    const server = serverNamed(renderNginxSiteConf(cloudflare), name);
+    assert.equal(server.match(/gzip on;/g)?.length, cloudflare.staticPathPrefixes.length, name);
+    for (const prefix of cloudflare.staticPathPrefixes) assert.ok(server.includes(`location ^~ ${prefix} {\n        gzip on;\n        proxy_pass http://leaninfra_app;`), `${name} ${prefix}`);
+    assert.match(server, /location \/ \{\n\s+(proxy_pass http:\/\/leaninfra_app|return 404);\n\s+\}/, "no gzip for the rest");
+  }
   assert.ok(http.some((l) => l.startsWith("gzip_types ") && l.includes("application/json") && l.includes("text/css") && l.includes("application/javascript")));
   assert.ok(http.includes("client_max_body_size 7m;"));
   assert.ok(http.includes("include /etc/nginx/conf.d/*.conf;"));
