@@ -18,7 +18,8 @@ const answer = (root: BootedRoot, command: string) => must(root, command).trim()
  * What the other data-service tests cannot show in a root without systemd: the handlers as they run on
  * the VM. PostgreSQL and Redis in a Debian 13 root booted with systemd, each role applied twice, then
  * changed in ways that need a reload (PostgreSQL: a new app role in pg_hba.conf) and a restart
- * (PostgreSQL: max_connections; Redis: another job), and checked through the running servers.
+ * (PostgreSQL: max_connections; Redis: another job, with its own rules for the app), and checked through
+ * the running servers.
  */
 test("PostgreSQL and Redis under systemd: their handlers restart or reload them as each change needs", { timeout: 25 * 60_000 }, async () => {
   const port = await freePort();
@@ -38,6 +39,18 @@ test("PostgreSQL and Redis under systemd: their handlers restart or reload them 
       // Debian's generator starts every cluster whose start.conf says auto at boot ("enabled-runtime").
       assert.equal(answer(root, `systemctl is-active ${POSTGRES_PATHS.unit}; systemctl is-enabled ${POSTGRES_PATHS.unit}; grep -v -e '^#' -e '^$' ${POSTGRES_PATHS.configDir}/start.conf`), "active\nenabled-runtime\nauto");
       assert.equal(sql("show data_directory"), POSTGRES_PATHS.dataDirectory, "systemd runs the cluster from the data volume");
+      // The server systemd started reads config files only its group may read.
+      assert.equal(
+        answer(root, `cd ${POSTGRES_PATHS.configDir} && stat -c '%a %U:%G %n' postgresql.conf pg_hba.conf pg_ident.conf conf.d/*.conf`),
+        [
+          "640 postgres:postgres postgresql.conf",
+          "640 root:postgres pg_hba.conf",
+          "640 postgres:postgres pg_ident.conf",
+          "640 root:postgres conf.d/00-leaninfra-data-directory.conf",
+          "640 root:postgres conf.d/10-leaninfra-server.conf",
+          "640 root:postgres conf.d/20-leaninfra-tuning.conf",
+        ].join("\n"),
+      );
       const boot = started();
 
       // Reload: a second app role only touches pg_hba.conf; the server keeps running and lets it in.
@@ -69,6 +82,8 @@ test("PostgreSQL and Redis under systemd: their handlers restart or reload them 
       assert.equal(answer(root, "systemctl is-active redis-server; systemctl is-enabled redis-server"), "active\nenabled");
       assert.equal(cli("CONFIG GET maxmemory-policy"), "maxmemory-policy\nvolatile-lru");
       assert.equal(cli("CONFIG GET appendonly"), "appendonly\nyes");
+      const appEval = () => answer(root, `REDISCLI_AUTH='${redis.password}' redis-cli -p 6379 EVAL "return 'lua'" 0 2>&1 | tr -d '\\r' | sed '/^$/d'`);
+      assert.equal(appEval(), "NOPERM User default has no permissions to run the 'eval' command", "sessions: no Lua scripts for the app");
       const redisStart = answer(root, "systemctl show -p ExecMainStartTimestampMonotonic --value redis-server");
       const r2 = await applyRole(root, redisRole({ ...redis, redisJob: "cache" }));
       assert.equal(r2.code, 0, show(r2));
@@ -80,6 +95,7 @@ test("PostgreSQL and Redis under systemd: their handlers restart or reload them 
         "PONG",
         "the app's password still works after the restart",
       );
+      assert.equal(appEval(), "lua", "the restart gave the app the cache job's rules: Lua scripts allowed");
     }),
   );
 });
