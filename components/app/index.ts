@@ -1,11 +1,21 @@
-import { defineRole, placeholderPassword, refuseProblems } from "../host/define";
+import { SettingsError, defineRole, placeholderPassword, refuseProblems } from "../host/define";
 import { LAYOUT } from "../host/layout";
 import { HostRole } from "../host/role";
 import { APP_PATHS, deployScript, renderDeployConfig, renderEnvFile, renderSecretEnvFile } from "./render";
-import { AppInputs, AppSettings, appSettingsProblems, appSettingsSchema } from "./settings";
+import { AppInputs, AppSettings, HOST_RESERVED_MEMORY_MB, appMemoryLimitMb, appSettingsProblems, appSettingsSchema } from "./settings";
 
 export { APP_PATHS, DEPLOY_SCRIPT_FILE, STOP_TIMEOUT_SECONDS, deployScript, renderDeployConfig, renderEnvFile, renderSecretEnvFile } from "./render";
-export { AppInputs, AppSettings, appSettingsProblems, appSettingsSchema, registryHost, secretEnvEntries } from "./settings";
+export {
+  AppInputs,
+  AppSettings,
+  DOCKER_DEFAULT_CAPABILITIES,
+  HOST_RESERVED_MEMORY_MB,
+  appMemoryLimitMb,
+  appSettingsProblems,
+  appSettingsSchema,
+  registryHost,
+  secretEnvEntries,
+} from "./settings";
 
 const validate = `bash -n ${APP_PATHS.deployScript}
 bash -n ${APP_PATHS.deployConf}`;
@@ -74,8 +84,15 @@ export const role = defineRole<typeof appSettingsSchema, AppInputs>({
       placeholder: (s) => (s.appRegistryUser ? placeholderPassword("app-registry-password") : ""),
     },
   },
-  render: (s, inputs) =>
-    appRole({
+  render: (s, inputs) => {
+    const appMemoryMb = appMemoryLimitMb(s.appMemoryMb, s.memoryMb);
+    const most = s.memoryMb - HOST_RESERVED_MEMORY_MB;
+    if (s.appMemoryMb > 0 && s.appMemoryMb > most) {
+      throw new SettingsError("app", [
+        `appMemoryMb ${s.appMemoryMb} is more than this server can give the app (accepted: at most ${most} MB: the server's ${s.memoryMb} MB less ${HOST_RESERVED_MEMORY_MB} MB for the system, PostgreSQL and nginx; 0 for half of it)`,
+      ]);
+    }
+    return appRole({
       appImage: s.appImage,
       appTag: s.appTag,
       appPort: s.appPort,
@@ -86,6 +103,10 @@ export const role = defineRole<typeof appSettingsSchema, AppInputs>({
       appEnv: s.appEnv,
       appMigrationCommand: s.appMigrationCommand,
       appRegistryUser: s.appRegistryUser,
+      appMemoryMb,
+      appPidsLimit: s.appPidsLimit,
+      appCapabilities: s.appCapabilities,
       ...inputs,
-    }),
+    });
+  },
 });

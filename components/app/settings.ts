@@ -12,9 +12,13 @@ export const appSettingsSchema = z.object({
     .describe("The product's container image, without tag (e.g. ghcr.io/acme/shop). Empty: no app deployed yet."),
   appTag: z
     .string()
-    .regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/, { message: "is not an image tag (accepted: e.g. 1.8.4 or 2026-11-28.3)" })
+    .regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(@sha256:[0-9a-f]{64})?$/, {
+      message: "is not an image tag, or a tag pinned to its digest (accepted: e.g. 1.8.4, 2026-11-28.3 or 1.8.4@sha256:<64 lowercase hex>)",
+    })
     .default("latest")
-    .describe("The release to run. Deploy = set a new tag and pulumi up; rollback = set the previous tag and pulumi up."),
+    .describe(
+      "The release to run: a tag (1.8.4), or a tag pinned to its image digest (1.8.4@sha256:<64 hex>) so the registry cannot change what runs. Deploy = set a new tag and pulumi up; rollback = set the previous tag and pulumi up.",
+    ),
   appPort: z
     .number()
     .int()
@@ -60,7 +64,52 @@ export const appSettingsSchema = z.object({
     .string()
     .default("")
     .describe("User for a private registry; its password is the secret leaninfra:appRegistryPassword."),
+  appMemoryMb: z
+    .number()
+    .int()
+    .min(0)
+    .default(0)
+    .describe("Memory limit of the app container in MB (no swap beyond it); 0: half of the server's memory. At most the server's memory minus 512 MB for the system, PostgreSQL and nginx."),
+  appPidsLimit: z
+    .number()
+    .int()
+    .min(16)
+    .max(65536)
+    .default(1024)
+    .describe("Most processes and threads the app container may run at once (a fork bomb stops there)."),
+  appCapabilities: z
+    .array(z.string())
+    .default([])
+    .describe(
+      "Linux capabilities the app container keeps: it starts with none (--cap-drop ALL, no-new-privileges). Only Docker's default set may be given back, e.g. [CHOWN, SETUID, SETGID] for an entrypoint that drops root itself, NET_BIND_SERVICE for a port below 1024.",
+    ),
 });
+
+/** The capabilities Docker grants a container by default: the most the app may keep (appCapabilities). */
+export const DOCKER_DEFAULT_CAPABILITIES = Object.freeze([
+  "AUDIT_WRITE",
+  "CHOWN",
+  "DAC_OVERRIDE",
+  "FOWNER",
+  "FSETID",
+  "KILL",
+  "MKNOD",
+  "NET_BIND_SERVICE",
+  "NET_RAW",
+  "SETFCAP",
+  "SETGID",
+  "SETPCAP",
+  "SETUID",
+  "SYS_CHROOT",
+] as const);
+
+/** Memory left to the system, PostgreSQL, Redis and nginx: appMemoryMb may take the rest, no more. */
+export const HOST_RESERVED_MEMORY_MB = 512;
+
+/** appMemoryMb as the deploy applies it: 0 means half of the server's memory. */
+export function appMemoryLimitMb(appMemoryMb: number, serverMemoryMb: number): number {
+  return appMemoryMb > 0 ? appMemoryMb : Math.floor(serverMemoryMb / 2);
+}
 
 /** What the app role gets beyond its config keys: the secret config keys and the other roles' offers. */
 export type AppInputs = {
@@ -86,7 +135,8 @@ const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 // Docker's reference grammar: optional registry host[:port], then lowercase path components.
 const REGISTRY_HOST = /^(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+|\[[0-9A-Fa-f:]+\]|[A-Za-z0-9-]+)(?::[0-9]{1,5})?$/;
 const PATH_COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
-const TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
+/** A release: a tag, optionally pinned to the image's digest ("1.8.4@sha256:<64 hex>"). */
+export const RELEASE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(@sha256:[0-9a-f]{64})?$/;
 const HEALTH_PATH = /^\/[A-Za-z0-9._~\/%?=&+-]*$/;
 const CONTROL = /[\x00-\x1f\x7f]/;
 
@@ -101,7 +151,8 @@ export function registryHost(image: string): string {
 function imageProblem(image: unknown): string | undefined {
   const accepted = '(accepted: a repository without tag or digest, e.g. "ghcr.io/acme/shop" or "acme/shop")';
   if (typeof image !== "string" || image === "") return `must be an image repository ${accepted}`;
-  if (image.includes("@")) return `${JSON.stringify(image)} has a digest; give the repository here and the release as appTag ${accepted}`;
+  if (image.includes("@")) return `${JSON.stringify(image)} has a digest; give the repository here, and pin the digest in appTag (e.g. "1.8.4@sha256:<64 hex>") ${accepted}`;
+  if (image.startsWith("-")) return `${JSON.stringify(image)} starts with "-", which docker would read as an option ${accepted}`;
   const host = registryHost(image);
   const path = host === "" ? image : image.slice(host.length + 1);
   if (host !== "" && !REGISTRY_HOST.test(host)) return `${JSON.stringify(image)} has an invalid registry host "${host}" ${accepted}`;
@@ -135,8 +186,26 @@ export function appSettingsProblems(settings: AppSettings): string[] {
 
   const image = imageProblem(s.appImage);
   if (image) add("appImage", image);
-  if (typeof s.appTag !== "string" || !TAG.test(s.appTag)) {
-    add("appTag", `${JSON.stringify(s.appTag)} is not a Docker tag (accepted: letters, digits and _ . -, at most 128, not starting with . or -; e.g. "1.8.4")`);
+  if (typeof s.appTag !== "string" || !RELEASE.test(s.appTag)) {
+    add(
+      "appTag",
+      `${JSON.stringify(s.appTag)} is not a Docker tag, or a tag pinned to a digest (accepted: letters, digits and _ . -, at most 128, not starting with . or -, optionally followed by @sha256: and 64 lowercase hex digits; e.g. "1.8.4" or "1.8.4@sha256:9f86d0…")`,
+    );
+  }
+  if (!wholeNumber(s.appMemoryMb, 64, 1 << 22)) add("appMemoryMb", `${JSON.stringify(s.appMemoryMb)} must be a whole number of MB, at least 64 (e.g. 1024; 0 in the stack file means half of the server's memory)`);
+  if (!wholeNumber(s.appPidsLimit, 16, 65536)) add("appPidsLimit", `${JSON.stringify(s.appPidsLimit)} must be a whole number, 16 to 65536 (e.g. 1024)`);
+  if (!Array.isArray(s.appCapabilities)) {
+    add("appCapabilities", "must be a list of capability names ([] for none)");
+  } else {
+    const seen = new Set<string>();
+    s.appCapabilities.forEach((cap, i) => {
+      if (typeof cap !== "string" || !(DOCKER_DEFAULT_CAPABILITIES as readonly string[]).includes(cap)) {
+        add(`appCapabilities[${i}]`, `${JSON.stringify(cap)} is not one of Docker's default capabilities (accepted: ${DOCKER_DEFAULT_CAPABILITIES.join(", ")}; written without CAP_)`);
+      } else if (seen.has(cap)) {
+        add(`appCapabilities[${i}]`, `${JSON.stringify(cap)} is listed twice`);
+      }
+      if (typeof cap === "string") seen.add(cap);
+    });
   }
 
   const hasUser = s.appRegistryUser !== undefined && s.appRegistryUser !== "";

@@ -36,6 +36,10 @@ const HOSTILE: Hostile[] = [
   { name: "an IPv4 network with a leading zero", set: { sshAllowFrom: ["010.0.0.0/8"] }, key: "leaninfra:sshAllowFrom[0]", says: "leading zero" },
   // Sizes the server does not have.
   { name: "more memory than the server type has", set: { serverType: "cx32", serverMemoryGb: 64 }, key: "leaninfra:serverMemoryGb", says: "more than server type cx32 has (8 GB)" },
+  // What the app container may take from the server.
+  { name: "an app memory limit the server cannot spare", set: { serverType: "cx22", appImage: "ghcr.io/acme/shop", appMemoryMb: 4096 }, key: "leaninfra:appMemoryMb", says: "more than this server can give the app" },
+  { name: "a capability beyond Docker's defaults", set: { appImage: "ghcr.io/acme/shop", appCapabilities: ["SYS_ADMIN"] }, key: "leaninfra:appCapabilities[0]", says: "is not one of Docker's default capabilities" },
+  { name: "a digest that is not sha256 hex", set: { appImage: "ghcr.io/acme/shop", appTag: "1.0@sha256:XYZ" }, key: "leaninfra:appTag", says: "a tag pinned to its digest" },
   // Credentials in clear in the stack file.
   { name: "the Hetzner token in clear", set: { "hcloud:token": "hcloud-token-in-clear-0123456789" }, key: "hcloud:token", says: "pulumi config set --secret hcloud:token" },
   { name: "the Cloudflare token in clear", set: { "cloudflare:apiToken": "cf-token-in-clear-0123456789" }, key: "cloudflare:apiToken", says: "pulumi config set --secret cloudflare:apiToken" },

@@ -1,6 +1,7 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
+import * as path from "node:path";
 import { APP_PATHS, AppSettings, appRole } from "../../components/app";
 import { LAYOUT } from "../../components/host/layout";
 import { BootedRoot, must, withBootedRoot } from "../lib/booted-root";
@@ -23,6 +24,9 @@ import {
 
 const REGISTRY_MOUNT = "/srv/test-registry";
 const { a: V1, b: V2, broken: V3 } = RELEASES;
+
+/** Text as a literal in a RegExp. */
+const esc = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 function noSecrets(r: RunResult): void {
   for (const secret of [SECRETS.dbPassword, SECRETS.apiToken, TEST_REGISTRY.password]) {
@@ -83,11 +87,16 @@ test("app role: zero-downtime deploy, rollback and a broken release, through ngi
       assert.equal(first.code, 0, show(first));
       timings.push(`first app bundle (v1 pull + deploy): ${first.ms} ms`);
       assert.match(first.stdout, /^\[app\] created file \/etc\/leaninfra\/secrets\/app-secrets\.env \(600 root:root\)$/m);
-      assert.match(first.stdout, new RegExp(`^\\[app\\] deployed: release ${V1} serves from slot green \\(127\\.0\\.0\\.1:8002, container app-green, running: true, settings: current\\)$`, "m"));
+      assert.match(first.stdout, new RegExp(`^\\[app\\] deployed: release ${V1} serves from slot green \\(127\\.0\\.0\\.1:8002, container app-green, running: true, settings: current, image ${esc(TEST_IMAGE)}@sha256:[0-9a-f]{64}\\)$`, "m"));
       assert.match(first.stderr, new RegExp(`logging in to ${TEST_REGISTRY.address} as ${TEST_REGISTRY.user}`));
       assert.match(first.stderr, new RegExp(`pulling ${TEST_IMAGE}:${V1}`));
-      assert.match(first.stderr, /test-app build=a release=v1: migration started; host\.docker\.internal is 172\.17\.0\.1; DATABASE_URL set: True/);
+      // The app's own output goes to the journal, never into the deploy's (Pulumi's) output.
+      assert.match(first.stderr, /running the migration in .* \(its output: journalctl -t app-migrate-v1\)/);
+      assert.doesNotMatch(first.stderr, /migration started/, "the migration's output is not in the deploy output");
+      assert.match(must(root, "journalctl --no-pager -o cat -t app-migrate-v1"), /test-app build=a release=v1: migration started; host\.docker\.internal is 172\.17\.0\.1; DATABASE_URL set: True/);
       assert.match(first.stderr, /health ok: release v1 answers 200/);
+      const v1Digest = new RegExp(`release v1 is image (${esc(TEST_IMAGE)}@sha256:[0-9a-f]{64})`).exec(first.stderr)?.[1] ?? "";
+      assert.ok(v1Digest, `the deploy names the digest it runs:\n${first.stderr}`);
       noSecrets(first);
 
       const second = await applyRole(root, appRole(v1));
@@ -102,6 +111,19 @@ test("app role: zero-downtime deploy, rollback and a broken release, through ngi
         `unless-stopped journald app-${V1} 127.0.0.1:8002 true`,
       );
       assert.equal(must(root, `stat -c '%a %U' ${APP_PATHS.envFile} ${APP_PATHS.secretEnvFile} ${APP_PATHS.registryPasswordFile}`), "600 root\n600 root\n600 root\n");
+      // Confined: no capability, no privilege gain, bounded memory (no swap beyond it) and processes; seen from inside
+      // too, through cgroup v2 (Debian 13) or v1 (where the test machine's kernel has only that).
+      const mib256 = 256 * 1024 * 1024;
+      assert.equal(
+        must(root, `docker inspect app-green --format '{{.HostConfig.CapDrop}} {{.HostConfig.CapAdd}} {{.HostConfig.SecurityOpt}} {{.HostConfig.Memory}} {{.HostConfig.MemorySwap}} {{.HostConfig.PidsLimit}} {{index .Config.Labels "leaninfra.digest"}}'`).trim(),
+        `[ALL] [] [no-new-privileges] ${mib256} ${mib256} 128 ${v1Digest}`,
+      );
+      const inside = must(root, `docker exec app-green sh -c 'grep -E "^(CapEff|CapBnd|NoNewPrivs):" /proc/self/status; cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes; cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max'`);
+      assert.match(inside, /^CapEff:\s+0{16}$/m, inside);
+      assert.match(inside, /^CapBnd:\s+0{16}$/m, inside);
+      assert.match(inside, /^NoNewPrivs:\s+1$/m, inside);
+      assert.match(inside, new RegExp(`^${mib256}\n128$`, "m"), inside);
+      assert.match(must(root, `${APP_PATHS.deployScript} --status`), new RegExp(`settings: current, image ${esc(v1Digest)}\\)$`, "m"));
       const info = JSON.parse(must(root, "curl -fsS http://127.0.0.1:8002/info"));
       assert.equal(info.release, V1);
       assert.equal(info.port, "8000");
@@ -147,9 +169,11 @@ test("app role: zero-downtime deploy, rollback and a broken release, through ngi
       const c = await deployUnderLoad(root, pki, { ...v1, appTag: V3 });
       assert.notEqual(c.result.code, 0, show(c.result));
       assert.match(c.result.stderr, /release v3-broken did not become healthy: no 200 from http:\/\/127\.0\.0\.1:8001\/healthz within 10s \(last answer: HTTP 503\)/);
-      assert.match(c.result.stderr, /last 50 lines of the log of app-blue \(release v3-broken\):/);
-      assert.match(c.result.stderr, /test-app build=c release=v3-broken: listening on port 8000 \(mode broken\)/, "the broken release's own log lines are in the output");
-      assert.match(c.result.stderr, /healthz: refusing to report healthy, this build is broken on purpose/);
+      assert.match(c.result.stderr, /its log stays in the journal on this server: journalctl -t app-v3-broken -n 50/);
+      assert.doesNotMatch(c.result.stderr, /test-app build=c/, "the broken release's own log lines stay out of the deploy output");
+      const brokenLog = must(root, "journalctl --no-pager -o cat -t app-v3-broken");
+      assert.match(brokenLog, /test-app build=c release=v3-broken: listening on port 8000 \(mode broken\)/, "the broken release's log is in the journal");
+      assert.match(brokenLog, /healthz: refusing to report healthy, this build is broken on purpose/);
       assert.match(c.result.stderr, /release v3-broken never became healthy; v1 from slot green keeps serving, nginx was not touched/);
       assert.match(c.result.stderr, /^\[app\] FAILED during apply: apply failed \(exit 1, output above\)$/m);
       assertNoFailures(c.load, "broken v3");
@@ -163,8 +187,9 @@ test("app role: zero-downtime deploy, rollback and a broken release, through ngi
       // 5. A failing migration stops the deploy before anything starts.
       const migrationFails = await applyRole(root, appRole({ ...v1, appTag: V2, appMigrationCommand: ["python3", "/app/app.py", "migrate", "--fail"] }));
       assert.notEqual(migrationFails.code, 0, show(migrationFails));
-      assert.match(migrationFails.stderr, /migration failed on purpose/);
-      assert.match(migrationFails.stderr, /the migration of release v2 failed \(output above\); v1 from slot green keeps serving/);
+      assert.doesNotMatch(migrationFails.stderr, /migration failed on purpose/);
+      assert.match(migrationFails.stderr, /the migration of release v2 failed \(exit \d+; its output: journalctl -t app-migrate-v2\); v1 from slot green keeps serving/);
+      assert.match(must(root, "journalctl --no-pager -o cat -t app-migrate-v2"), /migration failed on purpose/);
       assert.equal(appContainers(root), `app-green ${V1} running`);
 
       // 6. v2 again: serves, and image pruning keeps 1 + serving + previous, so v3-broken goes.
@@ -177,25 +202,62 @@ test("app role: zero-downtime deploy, rollback and a broken release, through ngi
       const health = root.run(`${APP_PATHS.deployScript} --health && ${APP_PATHS.deployScript} --check`);
       assert.equal(health.code, 0, show(health));
 
+      // 7. A release pinned to its digest: what runs is those bytes, whatever the tag points at later; a digest
+      // the registry does not have fails at the pull with v2 still serving.
+      const pinned = `${V1}@${v1Digest.split("@")[1]}`;
+      const unknownDigest = await applyRole(root, appRole({ ...v1, appTag: `${V1}@sha256:${"0".repeat(64)}` }));
+      assert.notEqual(unknownDigest.code, 0, show(unknownDigest));
+      assert.match(unknownDigest.stderr, new RegExp(`could not pull ${esc(TEST_IMAGE)}@sha256:0{64}`));
+      assert.equal(appContainers(root), `app-blue ${V2} running`);
+      const pin = await applyRole(root, appRole({ ...v1, appTag: pinned }));
+      assert.equal(pin.code, 0, show(pin));
+      assert.match(pin.stdout, new RegExp(`^\\[app\\] deployed: release ${esc(pinned)} serves from slot green .*image ${esc(v1Digest)}\\)$`, "m"));
+      assert.equal(must(root, `docker inspect app-green --format '{{.Config.Image}}'`).trim(), v1Digest);
+      assert.equal((await applyRole(root, appRole({ ...v1, appTag: pinned }))).stdout, "[app] no changes\n");
+
+      // 8. A deploy killed between nginx's two include files (here: while nginx -t runs) puts both back.
+      const heldFlag = "/var/lib/leaninfra-test-hold-nginx"; // on the overlay, so the test sees it (/run is the root's tmpfs)
+      fs.writeFileSync(root.hostPath("/usr/local/sbin/nginx"), `#!/bin/sh\nif [ -e ${heldFlag} ]; then touch ${heldFlag}.held; sleep 300; fi\nexec /usr/sbin/nginx "$@"\n`, { mode: 0o755 });
+      must(root, `touch ${heldFlag}`);
+      const filesBefore = [LAYOUT.nginx.upstream, LAYOUT.nginx.release].map((f) => fs.readFileSync(root.hostPath(f), "utf8"));
+      must(root, `systemd-run --quiet --unit=leaninfra-test-deploy --service-type=exec ${APP_PATHS.deployScript} ${V2}`);
+      for (let i = 0; i < 1200 && !fs.existsSync(root.hostPath(`${heldFlag}.held`)); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(fs.existsSync(root.hostPath(`${heldFlag}.held`)), "the deploy never reached nginx -t");
+      assert.equal(fs.readFileSync(root.hostPath(LAYOUT.nginx.upstream), "utf8"), `server 127.0.0.1:${LAYOUT.app.slotPorts.blue};\n`, "held after the switch was written");
+      must(root, `rm -f ${heldFlag}; systemctl kill leaninfra-test-deploy; for i in $(seq 100); do systemctl is-active --quiet leaninfra-test-deploy || break; sleep 0.1; done`);
+      const killed = must(root, "journalctl --no-pager -o cat -u leaninfra-test-deploy");
+      assert.match(killed, /deploy of release v2 failed during step 'switch' \(exit 143\)/, killed);
+      assert.match(killed, /putting nginx's include files back as they were before the switch/, killed);
+      assert.deepEqual([LAYOUT.nginx.upstream, LAYOUT.nginx.release].map((f) => fs.readFileSync(root.hostPath(f), "utf8")), filesBefore, "both include files are back");
+      assert.deepEqual(fs.readdirSync(root.hostPath(path.dirname(LAYOUT.nginx.upstream))).filter((f) => f.includes(".previous.")), [], "no copies left");
+      assert.equal(appContainers(root), `app-green ${pinned} running`, "the new container is removed, the serving one stays");
+      must(root, `rm -f /usr/local/sbin/nginx ${heldFlag}.held`);
+      const afterKill = root.run(`${APP_PATHS.deployScript} --health && ${APP_PATHS.deployScript} --check && nginx -t`);
+      assert.equal(afterKill.code, 0, show(afterKill));
+
       // The deploy trail: one line per attempt, and the metrics node_exporter reads.
       const log = fs.readFileSync(root.hostPath(LAYOUT.app.deployLog), "utf8").trimEnd().split("\n");
-      const expected: [string, string, string, string, string][] = [
-        [V1, "green", "ok", "-", ""],
-        [V2, "blue", "ok", V1, ""],
-        [V1, "green", "ok", V2, ""],
-        [V3, "blue", "failed", V1, " step=health"],
-        [V2, "blue", "failed", V1, " step=migrate"],
-        [V2, "blue", "ok", V1, ""],
+      const ran = `${esc(TEST_IMAGE)}@sha256:[0-9a-f]{64}`;
+      const expected: [string, string, string, string, string, string][] = [
+        [V1, "green", "ok", "-", esc(v1Digest), ""],
+        [V2, "blue", "ok", V1, ran, ""],
+        [V1, "green", "ok", V2, esc(v1Digest), ""],
+        [V3, "blue", "failed", V1, ran, " step=health"],
+        [V2, "blue", "failed", V1, ran, " step=migrate"],
+        [V2, "blue", "ok", V1, ran, ""],
+        [`${V1}@sha256:0{64}`, "green", "failed", V2, "-", " step=pull"],
+        [esc(pinned), "green", "ok", V2, esc(v1Digest), ""],
+        [V2, "blue", "failed", esc(pinned), ran, " step=switch"],
       ];
       assert.equal(log.length, expected.length, log.join("\n"));
-      expected.forEach(([release, slot, result, previous, step], i) => {
-        const re = new RegExp(`^\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ release=${release} slot=${slot} result=${result} duration=\\d+\\.\\d{3}s previous=${previous} image=127\\.0\\.0\\.1:5123/leaninfra-test-app${step}$`);
+      expected.forEach(([release, slot, result, previous, digest, step], i) => {
+        const re = new RegExp(`^\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ release=${release} slot=${slot} result=${result} duration=\\d+\\.\\d{3}s previous=${previous} image=${esc(TEST_IMAGE)} ran=${digest}${step}$`);
         assert.match(log[i], re);
       });
       assert.equal(must(root, `stat -c '%a %U:%G' ${LAYOUT.app.deployLog}`), "640 root:adm\n");
       const metrics = fs.readFileSync(root.hostPath(APP_PATHS.metricsFile), "utf8");
-      assert.match(metrics, /^leaninfra_app_release_info\{release="v2",slot="blue"\} 1$/m);
-      assert.match(metrics, /^leaninfra_app_deploy_success 1$/m);
+      assert.match(metrics, new RegExp(`^leaninfra_app_release_info\\{release="${esc(pinned)}",slot="green"\\} 1$`, "m"));
+      assert.match(metrics, /^leaninfra_app_deploy_success 0$/m, "the last attempt (killed) failed");
       assert.match(metrics, /^leaninfra_app_deploy_duration_seconds \d+\.\d{3}$/m);
       const stamp = Number(/^leaninfra_app_deploy_timestamp_seconds (\d+)$/m.exec(metrics)?.[1]);
       assert.ok(Math.abs(stamp - Date.now() / 1000) < 120, `deploy timestamp ${stamp} is not recent`);

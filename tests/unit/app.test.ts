@@ -44,6 +44,9 @@ function settings(overrides: Partial<AppSettings> = {}): AppSettings {
     appDrainSeconds: 10,
     appKeepImages: 3,
     appMigrationCommand: ["sh", "-c", "npm run migrate -- --name 'it''s $HOME'"],
+    appMemoryMb: 1536,
+    appPidsLimit: 512,
+    appCapabilities: ["SETUID", "SETGID"],
     ...overrides,
   };
 }
@@ -111,7 +114,8 @@ test("deploy.conf, sourced by real bash, gives the deploy script exactly the set
 printf '%s\\n' "$image" "$release" "$registry_host" "$registry_user" "$container_port" "$health_path" "$health_timeout_seconds" \\
   "$drain_seconds" "$keep_images" "$host_alias" "$blue_port" "$green_port" "$upstream_file" "$release_file" "$deploy_log" "$metrics_file"
 printf '[%s]' "\${migration_command[@]}"; echo
-printf '[%s]' "\${env_files[@]}"; echo`;
+printf '[%s]' "\${env_files[@]}"; echo
+printf '%s %s [%s]\\n' "$memory_mb" "$pids_limit" "\${capabilities[*]}"`;
     const result = spawnSync("bash", ["-c", script, "bash", conf], { encoding: "utf8" });
     assert.equal(result.status, 0, result.stderr);
     assert.equal(
@@ -122,6 +126,7 @@ printf '[%s]' "\${env_files[@]}"; echo`;
         LAYOUT.app.deployLog, `${LAYOUT.textfileDir}/leaninfra_app.prom`,
         "[sh][-c][npm run migrate -- --name 'it''s $HOME']",
         `[${LAYOUT.secrets}/app.env][${LAYOUT.secrets}/app-secrets.env]`,
+        "1536 512 [SETUID SETGID]",
         "",
       ].join("\n"),
     );
@@ -162,6 +167,7 @@ test("valid settings have no problems", () => {
   assert.deepEqual(appSettingsProblems(settings({ appRegistryUser: "", appRegistryPassword: "", redisUrl: undefined, appMigrationCommand: [], appEnv: [], appSecretEnv: "" })), []);
   assert.deepEqual(appSettingsProblems(settings({ appImage: "acme/shop" })), []);
   assert.deepEqual(appSettingsProblems(settings({ appImage: "localhost:5000/shop", appDrainSeconds: 0, appKeepImages: 1 })), []);
+  assert.deepEqual(appSettingsProblems(settings({ appTag: `1.8.4@sha256:${"0123456789abcdef".repeat(4)}`, appCapabilities: [] })), []);
 });
 
 const BAD: [string, Partial<AppSettings>, RegExp][] = [
@@ -171,6 +177,16 @@ const BAD: [string, Partial<AppSettings>, RegExp][] = [
   ["empty image", { appImage: "" }, /^appImage must be an image repository/],
   ["tag with a space", { appTag: "1.0 beta" }, /^appTag "1\.0 beta" is not a Docker tag/],
   ["tag starting with a dot", { appTag: ".hidden" }, /^appTag /],
+  ["tag starting with a dash", { appTag: "-v" }, /^appTag "-v" is not a Docker tag/],
+  ["digest too short", { appTag: "1.0@sha256:abc" }, /^appTag "1\.0@sha256:abc" is not a Docker tag, or a tag pinned to a digest/],
+  ["digest in uppercase", { appTag: `1.0@sha256:${"A".repeat(64)}` }, /^appTag /],
+  ["digest without tag", { appTag: `@sha256:${"a".repeat(64)}` }, /^appTag /],
+  ["image starting with a dash", { appImage: "-acme/shop" }, /^appImage /],
+  ["memory below 64 MB", { appMemoryMb: 32 }, /^appMemoryMb 32 must be a whole number of MB, at least 64/],
+  ["pids limit 0", { appPidsLimit: 0 }, /^appPidsLimit 0 must be a whole number, 16 to 65536/],
+  ["capability outside Docker's default set", { appCapabilities: ["SYS_ADMIN"] }, /^appCapabilities\[0\] "SYS_ADMIN" is not one of Docker's default capabilities \(accepted: AUDIT_WRITE, CHOWN/],
+  ["capability with its CAP_ prefix", { appCapabilities: ["CAP_CHOWN"] }, /^appCapabilities\[0\] "CAP_CHOWN" is not one of/],
+  ["capability twice", { appCapabilities: ["CHOWN", "CHOWN"] }, /^appCapabilities\[1\] "CHOWN" is listed twice/],
   ["user without password", { appRegistryPassword: "" }, /^appRegistryPassword goes together with appRegistryUser/],
   ["password without user", { appRegistryUser: "" }, /^appRegistryUser goes together with appRegistryPassword/],
   ["user with a space", { appRegistryUser: "acme bot" }, /^appRegistryUser "acme bot" must be a user name without spaces/],
@@ -244,10 +260,12 @@ test("the app definition: its config keys with defaults and descriptions, on whe
   assert.deepEqual(appDefinition.after, ["postgres", "proxy"]);
   assert.deepEqual(Object.keys(appDefinition.settings.shape), [
     "appImage", "appTag", "appPort", "appHealthPath", "appHealthTimeoutSeconds", "appDrainSeconds", "appKeepImages", "appEnv", "appMigrationCommand", "appRegistryUser",
+    "appMemoryMb", "appPidsLimit", "appCapabilities",
   ]);
   const defaults = appDefinition.settings.parse({});
   assert.deepEqual(defaults, {
     appImage: "", appTag: "latest", appPort: 8080, appHealthPath: "/healthz", appHealthTimeoutSeconds: 90, appDrainSeconds: 15, appKeepImages: 5, appEnv: [], appMigrationCommand: [], appRegistryUser: "",
+    appMemoryMb: 0, appPidsLimit: 1024, appCapabilities: [],
   });
   assert.equal(appDefinition.enabled?.({ ...defaults, ...FACTS }), false, "no image, no app");
   assert.equal(appDefinition.enabled?.({ ...defaults, appImage: "ghcr.io/acme/shop", ...FACTS }), true);
@@ -285,4 +303,17 @@ test("the role's files/*.sh are shellcheck-clean on their own (shellcheck -x fro
     assert.ok(!result.error, `shellcheck could not run: ${result.error?.message}`);
     assert.equal(result.status, 0, `${script}:\n${result.stdout}${result.stderr}`);
   }
+});
+
+test("the app container's memory: 0 is half of the server's, and more than the server can spare is refused by key", () => {
+  const slice = { ...appDefinition.settings.parse({ appImage: "ghcr.io/acme/shop" }), ...FACTS };
+  const inputs = { databaseUrl: settings().databaseUrl, redisUrl: undefined, appSecretEnv: "", appRegistryPassword: "" };
+  const conf = (role: ReturnType<typeof appRole>) => file(role, APP_PATHS.deployConf).content;
+  assert.match(conf(appDefinition.render(slice, inputs)), /^memory_mb=2048$/m, "4096 MB server, appMemoryMb 0: 2048 MB");
+  assert.match(conf(appDefinition.render({ ...slice, appMemoryMb: 3584 }, inputs)), /^memory_mb=3584$/m);
+  assert.throws(
+    () => appDefinition.render({ ...slice, appMemoryMb: 3585 }, inputs),
+    (e: Error) => e instanceof SettingsError && /^appMemoryMb 3585 is more than this server can give the app \(accepted: at most 3584 MB: the server's 4096 MB less 512 MB/.test(e.problems[0]),
+  );
+  assert.match(conf(appRole(settings({ appCapabilities: [] }))), /^capabilities=\(\)$/m, "no capability unless declared");
 });
