@@ -1,3 +1,5 @@
+import * as fs from "node:fs";
+import * as path from "node:path";
 import { stringify } from "yaml";
 import { HOST_KEY_FILE, HostKeyPair } from "./host-key";
 
@@ -18,6 +20,15 @@ export const BOOTSTRAP_MARKER = "/var/lib/leaninfra/bootstrap-done";
 export const DATA_MOUNT = "/srv/data";
 export const DATA_LABEL = "leaninfra-data";
 export const MOUNT_DATA_SCRIPT = "/usr/local/sbin/leaninfra-mount-data";
+/** Hetzner's metadata service (IPv4 only: cloud-init's Hetzner datasource knows no IPv6 address). */
+export const METADATA_ADDRESS = "169.254.169.254";
+/** Only root reaches the metadata service: an nftables table of its own, loaded by a unit of its own. */
+export const METADATA_GUARD = {
+  unit: "leaninfra-metadata-guard.service",
+  unitPath: "/etc/systemd/system/leaninfra-metadata-guard.service",
+  rulesPath: "/etc/leaninfra/metadata-guard.nft",
+  table: "leaninfra_metadata",
+};
 const HETZNER_NTP = ["ntp1.hetzner.de", "ntp2.hetzner.com", "ntp3.hetzner.net"];
 
 export interface BootFile {
@@ -78,11 +89,29 @@ fi
 `;
 }
 
+const hostFile = (name: string) => fs.readFileSync(path.join(__dirname, "files", name), "utf8");
+
+/** The nftables ruleset: non-root processes and forwarded (container) traffic are refused the metadata service. */
+export function metadataGuardRules(): string {
+  return hostFile("metadata-guard.nft");
+}
+
+/** The oneshot unit loading that ruleset at every boot, before the network and Docker. */
+export function metadataGuardUnit(): string {
+  return hostFile(METADATA_GUARD.unit);
+}
+
 /** Runs once at first boot, after users and files are in place; its last act is the bootstrap marker. */
 export function bootstrapScript(): string {
   return `#!/usr/bin/env bash
 # LeanInfra first-boot steps; written by cloud-init. The host roles start only after the marker exists.
 set -euo pipefail
+# The user data holds the private host key: only root may read it from the metadata service, from
+# now on and at every boot (the unit is written by cloud-init, nftables installed above). A failure
+# stops here, before the marker, so no role or app runs on a server without it.
+systemctl daemon-reload
+systemctl enable --now ${METADATA_GUARD.unit}
+nft list table inet ${METADATA_GUARD.table} >/dev/null
 systemctl restart systemd-journald
 sshd -t
 systemctl reload ssh
@@ -139,6 +168,8 @@ export function bootFiles(settings: CloudInitSettings): BootFile[] {
       permissions: "0644",
       content: ['APT::Periodic::Update-Package-Lists "1";', 'APT::Periodic::Unattended-Upgrade "1";', 'APT::Periodic::AutocleanInterval "7";', ""].join("\n"),
     },
+    { path: METADATA_GUARD.rulesPath, permissions: "0644", content: metadataGuardRules() },
+    { path: METADATA_GUARD.unitPath, permissions: "0644", content: metadataGuardUnit() },
     { path: MOUNT_DATA_SCRIPT, permissions: "0755", content: mountDataScript() },
     { path: "/usr/local/sbin/leaninfra-bootstrap", permissions: "0755", content: bootstrapScript() },
   ];
@@ -179,7 +210,8 @@ export function renderCloudInit(settings: CloudInitSettings): string {
     package_upgrade: true,
     // Time sync is systemd-timesyncd, configured by a drop-in and started by the bootstrap script:
     // cloud-init's ntp module expects it preinstalled, and Debian 13 images need not have it.
-    packages: ["unattended-upgrades", "apt-listchanges", "e2fsprogs", "systemd-timesyncd"],
+    // nftables for the metadata guard (Debian marks it important; an image may still lack it).
+    packages: ["unattended-upgrades", "apt-listchanges", "e2fsprogs", "systemd-timesyncd", "nftables"],
     swap:
       settings.swapSizeMb > 0
         ? { filename: "/swapfile", size: settings.swapSizeMb * 1024 * 1024, maxsize: settings.swapSizeMb * 1024 * 1024 }

@@ -4,7 +4,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import test from "node:test";
-import { bootFiles, renderCloudInit } from "../../components/host/cloud-init";
+import { METADATA_ADDRESS, METADATA_GUARD, bootFiles, metadataGuardRules, metadataGuardUnit, renderCloudInit } from "../../components/host/cloud-init";
+import { show, withDebianRoot } from "../lib/debian-root";
 import { PLACEHOLDER_HOST_KEY } from "../../components/host/host-key";
 import { ConfigError, validateConfig } from "../../infra/config";
 import { MINIMAL_CONFIG } from "../lib/mock-cloud";
@@ -104,4 +105,88 @@ test("user data rendered from odd but printable config values parses back with c
       JSON.stringify(bad),
     );
   }
+});
+
+/** As `nobody` and as root: a TCP connect to the metadata address, its errno and how long it took. */
+const CONNECT_PY = `import errno, json, socket, sys, time
+s = socket.socket()
+s.settimeout(5)
+t = time.monotonic()
+try:
+    s.connect(("${METADATA_ADDRESS}", 80))
+    result = "connected"
+except OSError as e:
+    result = errno.errorcode.get(e.errno, str(e)) if e.errno else type(e).__name__
+print(json.dumps({"result": result, "ms": round((time.monotonic() - t) * 1000)}))
+`;
+
+test("the metadata guard in Debian 13: nft -c and nft -f load the ruleset (twice, replacing only its own table); nobody is refused at once, root connects, a container's forwarded traffic is refused at once; systemd-analyze verify reads the unit", { timeout: 20 * 60_000 }, async () => {
+  await withDebianRoot((root) => {
+    const installed = root.run("apt-get install -qq -y --no-install-recommends nftables >/dev/null 2>&1 || { apt-get update -qq && apt-get install -qq -y --no-install-recommends nftables; }");
+    assert.equal(installed.code, 0, show(installed));
+    for (const [rootPath, content] of [[METADATA_GUARD.rulesPath, metadataGuardRules()], [METADATA_GUARD.unitPath, metadataGuardUnit()], ["/srv/connect.py", CONNECT_PY]]) {
+      fs.mkdirSync(path.dirname(root.hostPath(rootPath)), { recursive: true });
+      fs.writeFileSync(root.hostPath(rootPath), content);
+    }
+    const verify = root.run(`systemd-analyze verify --man=no ${METADATA_GUARD.unit} 2>&1`);
+    assert.equal(verify.code, 0, show(verify));
+    console.log(`# systemd-analyze verify ${METADATA_GUARD.unit}: ${verify.stdout.trim() || "no findings"}`);
+    // A private network namespace: the rules and the metadata address on lo exist only there, never on
+    // this machine's own network.
+    const net = root.run(`set -e
+nft --version
+nft -c -f ${METADATA_GUARD.rulesPath} && echo check-ok
+# A table of someone else's (as Docker's are) survives the guard's loads.
+nft add table inet other && nft add chain inet other keep
+nft -f ${METADATA_GUARD.rulesPath}
+nft -f ${METADATA_GUARD.rulesPath}
+nft -j list ruleset > /root/ruleset.json
+ip link set lo up
+echo 1 > /proc/sys/net/ipv4/ip_forward
+# Two more namespaces: the metadata service (its address, a listener as root) and a container whose
+# traffic this namespace forwards, as the server does for docker0.
+unshare -n sleep 60 & md=$!
+unshare -n sleep 60 & ct=$!
+sleep 0.5
+ip link add md0 type veth peer name eth0 netns "$md"
+ip link add ct0 type veth peer name eth0 netns "$ct"
+ip addr add 10.99.1.1/24 dev md0 && ip link set md0 up
+ip addr add 10.99.2.1/24 dev ct0 && ip link set ct0 up
+ip route add ${METADATA_ADDRESS}/32 via 10.99.1.2
+nsenter -t "$md" -n sh -ec 'ip link set lo up; ip addr add ${METADATA_ADDRESS}/32 dev lo; ip addr add 10.99.1.2/24 dev eth0; ip link set eth0 up; ip route add default via 10.99.1.1'
+nsenter -t "$ct" -n sh -ec 'ip link set lo up; ip addr add 10.99.2.2/24 dev eth0; ip link set eth0 up; ip route add default via 10.99.2.1'
+nsenter -t "$md" -n python3 -c 'import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("${METADATA_ADDRESS}", 80)); s.listen(8); time.sleep(30)' &
+listener=$!
+sleep 1
+echo "nobody $(runuser -u nobody -- python3 /srv/connect.py)"
+echo "root $(python3 /srv/connect.py)"
+echo "container $(nsenter -t "$ct" -n python3 /srv/connect.py)"
+kill "$listener" "$md" "$ct"
+nft list table inet ${METADATA_GUARD.table} | grep -o 'counter packets [0-9]*'
+`, { nspawnArgs: ["--private-network"] });
+    assert.equal(net.code, 0, show(net));
+    const lines = net.stdout.trim().split("\n");
+    const result = (who: string) => {
+      const line = lines.find((l) => l.startsWith(`${who} `));
+      assert.ok(line, `no result for ${who}:\n${show(net)}`);
+      return JSON.parse(line.slice(who.length + 1)) as { result: string; ms: number };
+    };
+    console.log(`# checked with ${lines[0]}`);
+    assert.match(lines[0], /^nftables v1\./);
+    assert.equal(lines[1], "check-ok");
+    const nobody = result("nobody");
+    const rootTry = result("root");
+    assert.equal(nobody.result, "EHOSTUNREACH", "admin-prohibited reaches the caller as No route to host");
+    assert.ok(nobody.ms < 1000, `refused at once, not after a timeout (${nobody.ms} ms)`);
+    const container = result("container");
+    console.log(`# nobody: ${nobody.result} in ${nobody.ms} ms; root: ${rootTry.result} in ${rootTry.ms} ms; forwarded (root in a container): ${container.result} in ${container.ms} ms`);
+    assert.equal(rootTry.result, "connected", "root reaches the metadata service");
+    assert.equal(container.result, "EHOSTUNREACH", "forwarded traffic is refused, whatever the user inside the container");
+    assert.ok(container.ms < 1000, `refused at once (${container.ms} ms)`);
+    assert.deepEqual(lines.slice(-2), ["counter packets 1", "counter packets 1"], "output counted nobody's one SYN (not root's), forward the container's");
+    const ruleset = JSON.parse(fs.readFileSync(root.hostPath("/root/ruleset.json"), "utf8")).nftables as Record<string, { family?: string; name?: string; table?: string; hook?: string }>[];
+    assert.deepEqual(ruleset.filter((o) => o.table).map((o) => `${o.table.family} ${o.table.name}`).sort(), [`inet ${METADATA_GUARD.table}`, "inet other"], "loaded twice: one table of its own, the other table kept");
+    assert.deepEqual(ruleset.filter((o) => o.chain).map((o) => `${o.chain.name}:${o.chain.hook}`).sort(), ["forward:forward", "keep:undefined", "output:output"]);
+  });
 });

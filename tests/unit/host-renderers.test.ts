@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import test from "node:test";
 import { parse } from "yaml";
-import { USER_DATA_LIMIT, bootFiles, renderCloudInit } from "../../components/host/cloud-init";
+import { METADATA_ADDRESS, METADATA_GUARD, USER_DATA_LIMIT, bootFiles, metadataGuardRules, metadataGuardUnit, renderCloudInit } from "../../components/host/cloud-init";
 import { firewallRules } from "../../components/host/firewall";
 import { serverIpv6 } from "../../components/host";
 import { HOST_KEY_FILE, PLACEHOLDER_HOST_KEY, hostKeyFingerprint, hostKeyLine, hostKeyProblem, renderHostKeyCheck } from "../../components/host/host-key";
@@ -137,4 +137,32 @@ test("the host key check script: rendered with the stack's values, shellcheck-cl
   const r = spawnSync("bash", ["-s"], { input: script, encoding: "utf8", timeout: 60_000 });
   assert.equal(r.status, 1, r.stdout + r.stderr);
   assert.match(r.stderr, /^leaninfra: app\.example\.com \(127\.0\.0\.1 port 9\) did not answer on SSH within 1 seconds, so its host key could not be checked; nothing was sent to it\./);
+});
+
+test("cloud-init: the metadata guard (only root reaches the user data) is written, installed, and enabled before the marker", () => {
+  const doc = parse(renderCloudInit(settings));
+  const file = (p: string) => doc.write_files.find((f: { path: string }) => f.path === p) as { content: string; permissions: string; owner: string } | undefined;
+  assert.ok(doc.packages.includes("nftables"));
+  const rules = file(METADATA_GUARD.rulesPath)!;
+  assert.equal(rules.content, metadataGuardRules());
+  assert.deepEqual([rules.permissions, rules.owner], ["0644", "root:root"]);
+  // Its own table only, replaced whole: never the ruleset Docker's rules live in.
+  assert.doesNotMatch(rules.content, /flush ruleset/);
+  const lines = rules.content.split("\n").filter((l) => l && !l.startsWith("#"));
+  assert.deepEqual(lines.slice(0, 3), [`table inet ${METADATA_GUARD.table}`, `delete table inet ${METADATA_GUARD.table}`, `table inet ${METADATA_GUARD.table} {`]);
+  assert.match(rules.content, new RegExp(`type filter hook output priority filter; policy accept;\\n\\t\\t# .*\\n\\t\\tip daddr ${METADATA_ADDRESS.replace(/\./g, "\\.")} meta skuid != 0 counter reject with icmpx type admin-prohibited\\n`));
+  assert.match(rules.content, new RegExp(`type filter hook forward priority filter; policy accept;\\n\\t\\tip daddr ${METADATA_ADDRESS.replace(/\./g, "\\.")} counter reject with icmpx type admin-prohibited\\n`));
+  const unit = file(METADATA_GUARD.unitPath)!;
+  assert.equal(unit.content, metadataGuardUnit());
+  assert.match(unit.content, new RegExp(`^ExecStart=/usr/sbin/nft -f ${METADATA_GUARD.rulesPath}$`, "m"));
+  assert.match(unit.content, /^Before=network-pre\.target docker\.service shutdown\.target$/m);
+  assert.match(unit.content, /^WantedBy=sysinit\.target$/m);
+  assert.doesNotMatch(unit.content, /^ExecStop=|nftables\.conf/m);
+  // Enabled and started by the bootstrap, which stops before the marker if it fails.
+  const bootstrap = bootFiles(settings).find((f) => f.path.endsWith("leaninfra-bootstrap"))!.content;
+  const enable = bootstrap.indexOf(`systemctl enable --now ${METADATA_GUARD.unit}\n`);
+  assert.ok(bootstrap.indexOf("systemctl daemon-reload\n") > 0 && bootstrap.indexOf("systemctl daemon-reload\n") < enable, "daemon-reload, then enable --now");
+  assert.ok(enable < bootstrap.indexOf("bootstrap-done"), "the guard is up before the marker lets roles run");
+  assert.match(bootstrap, /^set -euo pipefail$/m);
+  assert.ok(Buffer.byteLength(renderCloudInit(settings)) < USER_DATA_LIMIT);
 });
