@@ -10,7 +10,8 @@ import { LAYOUT } from "../../components/host/layout";
 import { POSTGRES_PATHS, PostgresSettings, postgresRole } from "../../components/postgres";
 import { BACKUPS } from "../../components/backups/layout";
 import { BACKUPS_PATHS, BackupsSettings, renderArchivingConf, renderBackupsSecretsEnv, renderPgbackrestConf } from "../../components/backups/pgbackrest";
-import { DrillSettings, drillScript, restoreScript } from "../../components/backups/drill";
+import { DRILL_CONTAINER_NAME, DrillSettings, drillScript, restoreScript } from "../../components/backups/drill";
+import { DRILL_SERVICE, renderDrillService } from "../../components/backups/units";
 import { DebianRoot, RunResult, show } from "../lib/debian-root";
 import { S3Server, freePort } from "../lib/s3-server";
 import { withBootedRoot } from "../lib/booted-root";
@@ -107,6 +108,39 @@ sec state
 prod_state
 `;
 }
+
+/**
+ * Run inside a container (python3 is in the test app's image): the drill's settings it sees, its routes,
+ * and how a TCP connection to each host:port argument ends: "connected", or the errno (ENETUNREACH: no
+ * route at all; a timeout would read "timeout", not assumed to mean anything).
+ */
+const PROBE = String.raw`import errno, json, os, socket, sys
+def connect(target):
+    host, port = target.rsplit(":", 1)
+    s = socket.socket()
+    s.settimeout(5)
+    try:
+        s.connect((host, int(port)))
+        return "connected"
+    except socket.timeout:
+        return "timeout"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e))
+    finally:
+        s.close()
+routes = []
+with open("/proc/net/route") as f:
+    for line in f.readlines()[1:]:
+        fields = line.split()
+        dest, mask = int(fields[1], 16), int(fields[7], 16)
+        routes.append("%s/%d" % (socket.inet_ntoa(dest.to_bytes(4, "little")), bin(mask).count("1")))
+print(json.dumps({
+    "env": {k: os.environ.get(k) for k in ["LEANINFRA_DRILL", "MAIL_DELIVERY", "GREETING", "APP_MODE", "REDIS_URL"]},
+    "database_url_host": os.environ.get("DATABASE_URL", "").rsplit("@", 1)[-1].split("/")[0],
+    "routes": " ".join(routes) + " only",
+    "connect": {t: connect(t) for t in sys.argv[1:]},
+}))
+`;
 
 function drillSettings(port: number, over: Partial<DrillSettings> = {}): DrillSettings {
   return { postgresDatabase: DB, productionPort: port, drillFreshnessQuery: "SELECT max(created_at) FROM orders", drillMaxDataAgeMinutes: 30, ...over };
@@ -405,7 +439,11 @@ describe("leaninfra-drill starts the serving release of the app against the rest
             ["/root/seed.sql", SEED, 0o644],
             [BACKUPS.bin.drill, drillScript(drillSettings(port)), 0o755],
             [BACKUPS.bin.restore, restoreScript({ hostname: HOST_NAME, postgresDatabase: DB, productionPort: port, recoveryTimeoutMinutes: 2, appHealthTimeoutSeconds: 30 }), 0o755],
-            ["/usr/local/sbin/drill-unhealthy", drillScript(drillSettings(port, { appEnv: ["APP_MODE=broken"], appHealthTimeoutSeconds: 5 })), 0o755],
+            // The drill's own settings over the app's (GREETING is the app's own, MAIL_DELIVERY new); APP_MODE=broken
+            // keeps the container unhealthy, and so running, long enough to be probed from inside.
+            ["/usr/local/sbin/drill-unhealthy", drillScript(drillSettings(port, { appEnv: ["APP_MODE=broken", "MAIL_DELIVERY=off", "GREETING=drill"], appHealthTimeoutSeconds: 25 })), 0o755],
+            [`/etc/systemd/system/${DRILL_SERVICE}`, renderDrillService(), 0o644],
+            ["/root/probe.py", PROBE, 0o644],
           ];
           for (const [file, content, mode] of files) install(root, file, content, mode);
           const r = await root.runAsync(`${prelude(port).replace(/^start_production\(\).*$/m, "start_production() { :; }").replace(/^trap stop_production EXIT$/m, "")}
@@ -430,11 +468,33 @@ leaninfra-deploy --status
 sec before
 prod_state
 sec drill
-${BACKUPS.bin.drill} 2>&1; echo "exit=$?"
+# Run by systemd, as its timer does: under the drill service's sandbox.
+systemctl daemon-reload
+systemctl start ${DRILL_SERVICE}; echo "start=$?"
+journalctl -q -o cat -u ${DRILL_SERVICE} | grep -F '[drill '
+systemctl show -p Result --value ${DRILL_SERVICE}
 sec metrics
 cat ${BACKUPS.metrics.drill}
+sec isolation
+# A listener on the host's own non-loopback address, reachable from production's app container (docker0).
+outside=$(ip -4 route get 1.1.1.1 | awk '{ for (i = 1; i < NF; i++) if ($i == "src") print $(i + 1) }')
+systemd-run --quiet --unit=outside-listener python3 -m http.server --bind "$outside" 8765
+for _ in $(seq 50); do ss -H -ltn "sport = :8765" | grep -q . && break; sleep 0.1; done
+echo "outside=$outside"
+/usr/local/sbin/drill-unhealthy >/root/unhealthy.out 2>&1 &
+drill_pid=$!
+for _ in $(seq 600); do
+  [ "$(docker container inspect --format '{{.State.Running}}' ${DRILL_CONTAINER_NAME} 2>/dev/null)" = true ] && break
+  sleep 0.1
+done
+echo "drill-container: $(docker exec -i ${DRILL_CONTAINER_NAME} python3 /dev/stdin host.docker.internal:${BACKUPS.scratchPort} 1.1.1.1:443 "$outside:8765" ${LAYOUT.dockerBridge.address}:${port} </root/probe.py)"
+echo "drill-networks: $(docker container inspect --format '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' ${DRILL_CONTAINER_NAME})"
+docker network inspect --format 'internal={{.Internal}} subnet={{(index .IPAM.Config 0).Subnet}}' ${BACKUPS.drillNetwork.name}
+echo "production-container: $(docker exec -i app-green python3 /dev/stdin "$outside:8765" </root/probe.py)"
+wait $drill_pid; echo "unhealthy-exit=$?"
+systemctl stop outside-listener
 sec unhealthy
-/usr/local/sbin/drill-unhealthy 2>&1; echo "exit=$?"
+cat /root/unhealthy.out
 sec metrics-unhealthy
 cat ${BACKUPS.metrics.drill}
 sec after
@@ -462,7 +522,11 @@ ls -d ${POSTGRES_PATHS.dataDirectory}*
           // The serving release (v1, found through nginx's upstream and app-green) starts against the restore.
           assert.match(out.drill, /all 5 table\(s\) of app are present, row counts within tolerance/);
           assert.match(out.drill, /the container gets DATABASE_URL=postgresql:\/\/app:\*\*\*@host\.docker\.internal:5499\/app \(production's, on the scratch port\); no REDIS_URL/);
-          assert.match(out.drill, /starting 127\.0\.0\.1:5123\/leaninfra-test-app:v1 as leaninfra-drill-app on 127\.0\.0\.1:8099/);
+          assert.match(out.drill, /\] LEANINFRA_DRILL=1$/m);
+          assert.match(out.drill, /^start=0$/m);
+          assert.match(out.drill, /\nsuccess$/, "the drill service's result under its sandbox");
+          assert.match(out.drill, /created the internal network leaninfra-drill \(172\.16\.99\.0\/24, no route out\); the host is 172\.16\.99\.1 on it/);
+          assert.match(out.drill, /starting 127\.0\.0\.1:5123\/leaninfra-test-app:v1 as leaninfra-drill-app on the internal network leaninfra-drill/);
           assert.match(out.drill, /release v1 answers 200 on \/healthz against the restored database after [\d.]+s/);
           assert.match(out.drill, /drill PASSED in [\d.]+s: .* app: release v1 healthy/);
           // The test app's health path does not touch its database: the drill says so rather than claiming a connection.
@@ -476,8 +540,27 @@ ls -d ${POSTGRES_PATHS.dataDirectory}*
 
           // A release that never answers 200 against the restore fails the drill, with its log lines.
           assert.match(out.unhealthy, /test-app build=a release=v1: healthz: refusing to report healthy/);
-          assert.match(out.unhealthy, /FAILED: release v1 did not answer 200 on \/healthz within 5s against the restored database \(last answer: HTTP 503; log above\)/);
-          assert.match(out.unhealthy, /exit=1$/);
+          assert.match(out.unhealthy, /FAILED: release v1 did not answer 200 on \/healthz within 25s against the restored database \(last answer: HTTP 503; log above\)/);
+          assert.match(out.unhealthy, /LEANINFRA_DRILL=1 and the drill's own APP_MODE MAIL_DELIVERY GREETING$/m);
+          assert.match(out.isolation, /unhealthy-exit=1$/m);
+
+          // Inside the drill's container: its settings, the scratch database, and no route to anything else.
+          const outside = /^outside=([\d.]+)$/m.exec(out.isolation)![1];
+          const probe = JSON.parse(/^drill-container: (.*)$/m.exec(out.isolation)![1]);
+          console.log(`  drill container: ${JSON.stringify(probe)}`);
+          assert.deepEqual(probe.env, { LEANINFRA_DRILL: "1", MAIL_DELIVERY: "off", GREETING: "drill", APP_MODE: "broken", REDIS_URL: null });
+          assert.match(probe.database_url_host, /^host\.docker\.internal:5499$/);
+          assert.equal(probe.routes, "172.16.99.0/24 only", "no default route in the container");
+          assert.deepEqual(probe.connect, {
+            [`host.docker.internal:${BACKUPS.scratchPort}`]: "connected",
+            "1.1.1.1:443": "ENETUNREACH",
+            [`${outside}:8765`]: "ENETUNREACH",
+            [`${LAYOUT.dockerBridge.address}:${port}`]: "ENETUNREACH",
+          });
+          assert.match(out.isolation, /^drill-networks: leaninfra-drill $/m);
+          assert.match(out.isolation, /^internal=true subnet=172\.16\.99\.0\/24$/m);
+          // The same listener answers production's app container: the refusal above is the drill's network, not the host.
+          assert.equal(JSON.parse(/^production-container: (.*)$/m.exec(out.isolation)![1]).connect[`${outside}:8765`], "connected");
           assert.equal(metrics(out["metrics-unhealthy"]).leaninfra_drill_success, 0);
           assert.match(out.log, /result=ok .* app="release v1 healthy"\n.*result=failed .* step=app reason="release v1 did not answer 200/);
 
