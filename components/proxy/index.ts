@@ -270,6 +270,11 @@ export function proxyRole(settings: ProxySettings): HostRole {
     ...(letsencrypt
       ? [
           { path: path.dirname(SYSTEMD_DROP_INS.certbot), mode: "0755" },
+          // certbot's own directories, with the modes certbot gives them, exist before its first run:
+          // its sandbox can only make writable what exists.
+          { path: "/etc/letsencrypt", mode: "0755" },
+          { path: "/var/lib/letsencrypt", mode: "0755" },
+          { path: "/var/log/letsencrypt", mode: "0700" },
           { path: ACME.webroot, mode: "0755" },
           { path: LAYOUT.state, mode: "0755" },
           { path: "/var/lib/leaninfra/proxy", mode: "0755" },

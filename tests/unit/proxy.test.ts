@@ -561,4 +561,12 @@ test("nginx's and certbot's sandboxes: read-only system but what each writes, no
     assert.ok(writable.includes(dir), `certbot.service may write ${dir}`);
   }
   assert.match(certbot.onChange ?? "", /systemctl daemon-reload/);
+  // systemd refuses to start a unit whose ReadWritePaths do not exist: each is the role's, or nginx's package's.
+  const fromPackages = ["/var/log/nginx", "/var/lib/nginx", "/run"];
+  for (const [role, settings] of [[cf, n], [le, c]] as const) {
+    for (const dir of settings.get("ReadWritePaths")?.[0].split(" ") ?? []) {
+      assert.ok(fromPackages.includes(dir) || role.directories.some((d) => d.path === dir), `${dir} exists before the unit starts`);
+    }
+  }
+  assert.equal(le.directories.find((d) => d.path === "/var/log/letsencrypt")?.mode, "0700", "certbot's own mode: no fix-up churn");
 });
