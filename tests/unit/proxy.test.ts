@@ -553,6 +553,7 @@ test("nginx's and certbot's sandboxes: read-only system but what each writes, no
   assert.ok(certbot);
   assert.ok(le.directories.some((d) => d.path === "/etc/systemd/system/certbot.service.d"));
   const c = serviceSettings(certbot.content);
+  assert.deepEqual(c.get("CapabilityBoundingSet")?.[0].split(" ").sort(), ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_NET_BIND_SERVICE"]);
   assert.deepEqual(c.get("NoNewPrivileges"), ["yes"]);
   assert.deepEqual(c.get("ProtectSystem"), ["strict"]);
   // certbot's state, the webroot's challenges, and what the deploy hook writes (nginx -t opens the logs).
