@@ -488,6 +488,7 @@ for _ in $(seq 600); do
   sleep 0.1
 done
 echo "drill-container: $(docker exec -i ${DRILL_CONTAINER_NAME} python3 /dev/stdin host.docker.internal:${BACKUPS.scratchPort} 1.1.1.1:443 "$outside:8765" ${LAYOUT.dockerBridge.address}:${port} </root/probe.py)"
+echo "drill-confinement: $(docker container inspect --format '{{.HostConfig.CapDrop}} {{.HostConfig.SecurityOpt}} {{.HostConfig.Memory}} {{.HostConfig.MemorySwap}} {{.HostConfig.PidsLimit}}' ${DRILL_CONTAINER_NAME})"
 echo "drill-networks: $(docker container inspect --format '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' ${DRILL_CONTAINER_NAME})"
 docker network inspect --format 'internal={{.Internal}} subnet={{(index .IPAM.Config 0).Subnet}}' ${BACKUPS.drillNetwork.name}
 echo "production-container: $(docker exec -i app-green python3 /dev/stdin "$outside:8765" </root/probe.py)"
@@ -551,6 +552,8 @@ ls -d ${POSTGRES_PATHS.dataDirectory}*
           assert.deepEqual(probe.env, { LEANINFRA_DRILL: "1", MAIL_DELIVERY: "off", GREETING: "drill", APP_MODE: "broken", REDIS_URL: null });
           assert.match(probe.database_url_host, /^host\.docker\.internal:5499$/);
           assert.equal(probe.routes, "172.16.99.0/24 only", "no default route in the container");
+          const mib = testAppSettings().appMemoryMb * 1024 * 1024;
+          assert.match(out.isolation, new RegExp(`^drill-confinement: \\[ALL\\] \\[no-new-privileges\\] ${mib} ${mib} ${testAppSettings().appPidsLimit}$`, "m"), "the drill's container is confined as the app's own");
           assert.deepEqual(probe.connect, {
             [`host.docker.internal:${BACKUPS.scratchPort}`]: "connected",
             "1.1.1.1:443": "ENETUNREACH",

@@ -281,7 +281,8 @@ test("the drill's app container: LEANINFRA_DRILL=1 and drillAppEnv over the app'
   const drill = drillScript({ ...base, appEnv: ["MAIL_DELIVERY=off", "PAYMENTS=sandbox"] });
   assert.ok(drill.split("\n").includes("readonly -a app_env=('MAIL_DELIVERY=off' 'PAYMENTS=sandbox')"), "the overrides reach the script");
   assert.match(drill, /docker network create --internal --driver bridge --subnet "\$drill_subnet" --gateway "\$drill_gateway"/);
-  assert.match(drill, /docker run --detach --name "\$container_name" --init --network "\$drill_network" --add-host "\$host_alias:\$drill_gateway"/);
+  assert.match(drill, /docker run --detach --name "\$container_name" --init "\$\{confinement\[@\]\}" --network "\$drill_network" --add-host "\$host_alias:\$drill_gateway"/);
+  assert.match(drill, /confinement=\(--cap-drop ALL --security-opt no-new-privileges --memory "\$\{memory_mb\}m" --memory-swap "\$\{memory_mb\}m" --pids-limit "\$pids_limit"\)/, "confined as leaninfra-deploy confines the app");
   assert.doesNotMatch(drill, /--publish|host-gateway/, "no published port and no route to docker0's gateway");
   assert.match(drill, /printf 'LEANINFRA_DRILL=1\\n'/);
   // The scratch cluster never listens on docker0: loopback, and the drill network's gateway once it exists.

@@ -389,7 +389,7 @@ check_freshness() {
 # The deploy's settings, read in a subshell so none of its names can change this script's.
 read_deploy_conf() {
   # shellcheck disable=SC2016 # expanded by the inner bash
-  bash -c 'set -eu; source "$1"; printf "%s\n" "$image" "$release" "$container_port" "$health_path" "$health_timeout_seconds" "$host_alias" "$upstream_file" "$blue_port" "$green_port" "${env_files[@]}"' _ "$deploy_conf"
+  bash -c 'set -eu; source "$1"; printf "%s\n" "$image" "$release" "$container_port" "$health_path" "$health_timeout_seconds" "$host_alias" "$upstream_file" "$blue_port" "$green_port" "$memory_mb" "$pids_limit" "${capabilities[*]}" "${env_files[@]}"' _ "$deploy_conf"
 }
 
 check_app() {
@@ -400,12 +400,19 @@ check_app() {
     return 0
   fi
   local conf image release container_port health_path health_timeout host_alias upstream_file blue_port green_port
+  local memory_mb pids_limit capabilities=() confinement=() cap
   local env_files=() port='' slot='' ref='' line db_url='' env_file
   mapfile -t conf < <(read_deploy_conf)
-  if ((${#conf[@]} < 9)); then fail "could not read $deploy_conf"; fi
+  if ((${#conf[@]} < 12)); then fail "could not read $deploy_conf"; fi
   image=${conf[0]} release=${conf[1]} container_port=${conf[2]} health_path=${conf[3]} health_timeout=${conf[4]}
   host_alias=${conf[5]} upstream_file=${conf[6]} blue_port=${conf[7]} green_port=${conf[8]}
-  env_files=("${conf[@]:9}")
+  memory_mb=${conf[9]} pids_limit=${conf[10]}
+  read -r -a capabilities <<<"${conf[11]}"
+  env_files=("${conf[@]:12}")
+  # The app's own confinement (leaninfra-deploy's): no capability but those it declares, no privilege gain,
+  # its memory and process limits.
+  confinement=(--cap-drop ALL --security-opt no-new-privileges --memory "${memory_mb}m" --memory-swap "${memory_mb}m" --pids-limit "$pids_limit")
+  for cap in "${capabilities[@]}"; do confinement+=(--cap-add "$cap"); done
   if ((app_health_timeout_seconds > 0)); then health_timeout=$app_health_timeout_seconds; fi
   if ! docker info >/dev/null 2>&1; then fail "docker is not running (systemctl status docker): the app cannot be started against the restore"; fi
 
@@ -414,12 +421,14 @@ check_app() {
     port=$(sed -n 's/^[[:space:]]*server[[:space:]]\{1,\}127\.0\.0\.1:\([0-9]\{1,\}\)[[:space:]]*;.*/\1/p' "$upstream_file" | head -n 1)
   fi
   if [[ $port == "$blue_port" ]]; then slot=blue; elif [[ $port == "$green_port" ]]; then slot=green; fi
-  if [[ -n $slot ]]; then ref=$(docker container inspect --format '{{.Config.Image}}' "app-$slot" 2>/dev/null || true); fi
-  if [[ -z $ref ]]; then
-    ref=$image:$release
-    say "no app container serves now; using the configured release $ref"
+  if [[ -n $slot ]] && line=$(docker container inspect --format '{{.Config.Image}} {{index .Config.Labels "leaninfra.release"}}' -- "app-$slot" 2>/dev/null); then
+    read -r ref release <<<"$line"
   fi
-  release=${ref##*:}
+  if [[ -z $ref ]]; then
+    # A release pinned to a digest (1.8.4@sha256:...) runs as image@sha256:..., as leaninfra-deploy runs it.
+    if [[ $release == *@* ]]; then ref=$image@${release#*@}; else ref=$image:$release; fi
+    say "no app container serves now; using the configured release $release ($ref)"
+  fi
   if ! docker image inspect "$ref" >/dev/null 2>&1; then fail "the image $ref is not on this host (docker image ls): the drill starts the image that serves, it does not pull"; fi
 
   work_dir=$(mktemp -d /run/leaninfra-drill.XXXXXX)
@@ -451,7 +460,7 @@ check_app() {
   container_started=1
   # No published port: Docker publishes none for a container on an internal network; the host reaches it
   # directly at its address on the network.
-  docker run --detach --name "$container_name" --init --network "$drill_network" --add-host "$host_alias:$drill_gateway" \
+  docker run --detach --name "$container_name" --init "${confinement[@]}" --network "$drill_network" --add-host "$host_alias:$drill_gateway" \
     --label leaninfra.role=drill --env-file "$work_dir/drill.env" --env "PORT=$container_port" --env "RELEASE=$release" \
     -- "$ref" >/dev/null
   local address
