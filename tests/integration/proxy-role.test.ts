@@ -2,11 +2,14 @@ import test from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import cloudflareIps from "../../infra/data/cloudflare-ips.json";
-import { ACCESS_LOG_FIELDS, ACME, NGINX_FILES, ProxySettings, proxyRole, renderMaintenancePage } from "../../components/proxy";
+import * as path from "node:path";
+import { ACCESS_LOG_FIELDS, ACME, NGINX_FILES, ProxySettings, proxyHostnames, proxyRole, renderMaintenancePage } from "../../components/proxy";
 import { renderRoleBundle } from "../../components/host/bundle";
 import { LAYOUT } from "../../components/host/layout";
 import { DebianRoot, RunResult, show, withDebianRoot } from "../lib/debian-root";
 import { TestPki } from "../lib/test-pki";
+import { BootedRoot, must, withBootedRoot } from "../lib/booted-root";
+import { applyRole } from "../fixtures/test-app/scenario";
 
 const NAMES = ["example.com", "www.example.com", "static.example.com", "grafana.example.com"];
 const RELEASE = "2026.11.28-abc123";
@@ -53,7 +56,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.rfile.read(length)
         doc = {"app": "leaninfra-test-app", "port": port, "method": self.command, "path": self.path,
                "headers": {k.lower(): v for k, v in self.headers.items()}}
-        if self.path.startswith("/big"):
+        if self.path.endswith("/big"):
             doc["padding"] = "leaninfra " * 200
         body = json.dumps(doc).encode()
         self.send_response(200)
@@ -203,7 +206,9 @@ probe ip_https -k "\${cf[@]}" https://127.0.0.1/
 probe ip_http http://127.0.0.1/
 probe unknown_http -H 'Host: unknown.example.net' http://127.0.0.1/
 probe http_redirect 'http://example.com/x?y=1'
-probe gzip "\${tls[@]}" "\${cf[@]}" -H 'Accept-Encoding: gzip' https://example.com/big
+probe gzip "\${tls[@]}" "\${cf[@]}" -H 'Accept-Encoding: gzip' https://example.com/assets/big
+probe gzip_static_host "\${tls[@]}" "\${cf[@]}" -H 'Accept-Encoding: gzip' https://static.example.com/static/big
+probe no_gzip "\${tls[@]}" "\${cf[@]}" -H 'Accept-Encoding: gzip' https://example.com/big
 probe too_large "\${tls[@]}" "\${cf[@]}" --data-binary @/root/big.bin https://example.com/upload
 for i in 1 2 3 4; do
   probe auth_a_$i "\${tls[@]}" "\${cf[@]}" -H 'CF-Connecting-IP: 203.0.113.7' https://example.com/login
@@ -280,9 +285,16 @@ echo probes-done`;
       assert.equal(http.code, 301, describe("http_redirect", http));
       assert.equal(header(http, "location"), "https://example.com/x?y=1");
 
-      const gzip = p("gzip");
-      assert.equal(gzip.code, 200);
-      assert.equal(header(gzip, "content-encoding"), "gzip", describe("gzip", gzip));
+      // Static files are compressed; the app's own answers are not (BREACH).
+      for (const name of ["gzip", "gzip_static_host"]) {
+        const gzip = p(name);
+        assert.equal(gzip.code, 200);
+        assert.equal(header(gzip, "content-encoding"), "gzip", describe(name, gzip));
+      }
+      const plain = p("no_gzip");
+      assert.equal(plain.code, 200);
+      assert.equal(header(plain, "content-encoding"), "", describe("no_gzip", plain));
+      assert.match(plain.body, /leaninfra leaninfra/, "the same large answer, uncompressed");
       assert.equal(p("too_large").code, 413, "client_max_body_size 1m refuses 2 MB");
 
       assert.deepEqual([1, 2, 3, 4].map((i) => p(`auth_a_${i}`).code), [200, 200, 429, 429], "burst 1: two pass, then 429");
@@ -440,6 +452,71 @@ echo probes-done`;
       assert.equal(repair.code, 0, show(repair));
       assert.match(repair.stdout, /^\[proxy\] installed the Let's Encrypt certificate of \/etc\/letsencrypt\/live\/leaninfra for nginx$/m, show(repair));
       assert.equal(fs.readFileSync(root.hostPath(LAYOUT.tls.certificate), "utf8"), pki.read("site.pem"));
+    });
+  } finally {
+    pki.dispose();
+  }
+});
+
+/**
+ * The sandboxes under systemd, Let's Encrypt mode: nginx starts and reloads inside its own, and a
+ * renewal run of certbot.service (Debian's unit with the role's drop-in) has its deploy hook install
+ * a new certificate and reload nginx, which then serves it. certbot has no ACME server here: the
+ * lineage stands in for an issuance, and the test adds the hook to the unit's run as certbot would.
+ */
+test("proxy role under systemd: nginx runs and reloads in its sandbox, certbot.service's deploy hook installs a certificate and reloads nginx", { timeout: 25 * 60_000 }, async () => {
+  const pki = makeTestPki();
+  try {
+    const settings: ProxySettings = {
+      ...settingsFor(pki),
+      cdnProxy: false,
+      tls: { mode: "letsencrypt", acmeEmail: "owner@example.com" },
+      cloudflareRanges: { ipv4Cidrs: [], ipv6Cidrs: [] },
+    };
+    const role = proxyRole(settings);
+    const servedFingerprint = (r: BootedRoot) =>
+      must(r, `openssl s_client -connect 127.0.0.1:443 -servername example.com </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256`).trim();
+    const fileFingerprint = (r: BootedRoot, file: string) => must(r, `openssl x509 -in ${file} -noout -fingerprint -sha256`).trim();
+
+    await withBootedRoot({}, async (root) => {
+      // What an earlier issuance left (the lineage and the names it covers): apply installs it, no ACME call.
+      root.run(`mkdir -p ${ACME.lineage} ${path.dirname(ACME.namesStamp)} /root/tls`);
+      fs.writeFileSync(root.hostPath(`${ACME.lineage}/fullchain.pem`), pki.read("site.pem"));
+      fs.writeFileSync(root.hostPath(`${ACME.lineage}/privkey.pem`), pki.read("site.key"));
+      fs.writeFileSync(root.hostPath(ACME.namesStamp), `${proxyHostnames(settings).all.join("\n")}\n`);
+
+      const applied = await applyRole(root, role);
+      assert.equal(applied.code, 0, show(applied));
+      assert.equal(must(root, "systemctl is-active nginx").trim(), "active");
+      assert.match(must(root, "systemctl show -p DropInPaths --value nginx certbot"), /nginx\.service\.d\/leaninfra-hardening\.conf[\s\S]*certbot\.service\.d\/leaninfra-hardening\.conf/);
+      assert.equal(must(root, "systemctl show -p NoNewPrivileges --value nginx; systemctl show -p ProtectSystem --value nginx").trim(), "yes\nstrict", "nginx runs in the sandbox");
+      assert.equal(servedFingerprint(root), fileFingerprint(root, `${ACME.lineage}/fullchain.pem`));
+      must(root, "systemctl reload nginx && systemctl is-active nginx");
+
+      // A renewal: a new certificate in the lineage, certbot.service runs (certbot renew, then the hook).
+      const renewed = new TestPki(["example.com", "www.example.com"]);
+      try {
+        fs.writeFileSync(root.hostPath(`${ACME.lineage}/fullchain.pem`), renewed.read("site.pem"));
+        fs.writeFileSync(root.hostPath(`${ACME.lineage}/privkey.pem`), renewed.read("site.key"));
+      } finally {
+        renewed.dispose();
+      }
+      must(root, `mkdir -p /run/systemd/system/certbot.service.d && printf '[Service]\\nExecStart=/usr/bin/env RENEWED_LINEAGE=${ACME.lineage} ${ACME.deployHook}\\n' >/run/systemd/system/certbot.service.d/zz-test-hook.conf && systemctl daemon-reload`);
+      const mainPid = must(root, "systemctl show -p MainPID --value nginx").trim();
+      const run = root.run("systemctl start certbot.service; code=$?; journalctl -u certbot.service --no-pager -o cat | tail -n 20; exit $code");
+      console.log(`certbot.service in its sandbox: exit ${run.code}\n${run.stdout.trim()}`);
+      assert.equal(run.code, 0, show(run));
+      assert.match(run.stdout, /installed the certificate of \/etc\/letsencrypt\/live\/leaninfra/);
+      assert.match(run.stdout, /reloaded nginx/);
+      assert.equal(must(root, "systemctl show -p MainPID --value nginx").trim(), mainPid, "a reload, not a restart");
+      const installed = fileFingerprint(root, LAYOUT.tls.certificate);
+      assert.equal(installed, fileFingerprint(root, `${ACME.lineage}/fullchain.pem`));
+      let served = "";
+      for (let i = 0; i < 20 && served !== installed; i++) {
+        served = servedFingerprint(root);
+        if (served !== installed) await new Promise((r) => setTimeout(r, 250));
+      }
+      assert.equal(served, installed, "nginx serves the renewed certificate");
     });
   } finally {
     pki.dispose();
