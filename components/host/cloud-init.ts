@@ -141,7 +141,9 @@ export function bootFiles(settings: CloudInitSettings): BootFile[] {
         "PubkeyAuthentication yes",
         `AllowUsers ${settings.adminUser}`,
         "X11Forwarding no",
-        "MaxAuthTries 3",
+        // Pulumi's SSH client offers every key of the owner's agent, each a try: 10 lets an agent of 10 keys in
+        // from the first connection, before the base role's drop-in (which says the same) exists.
+        "MaxAuthTries 10",
         "",
       ].join("\n"),
     },

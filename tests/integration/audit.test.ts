@@ -233,7 +233,7 @@ echo "exits: $openssh $xcrypto $x25519"`;
         const eleven = viaAgent(11, 11);
         assert.match(eleven.exits ?? "", /^255 1 1$/, "the 11th key is one try too many, for every client");
         assert.match(eleven.stdout, /Too many authentication failures/);
-        // cloud-init's own MaxAuthTries alone (the value a fresh server has before the base role runs).
+        // Why the value matters from first boot: with MaxAuthTries 3 (sshd's default is 6), an agent's 4th key is never tried.
         must(root, `printf 'MaxAuthTries 3\\n' >/etc/ssh/sshd_config.d/01-audit-test.conf && sshd -t && systemctl reload ssh`);
         const three = viaAgent(8, 8);
         const threeOfThree = viaAgent(3, 3);

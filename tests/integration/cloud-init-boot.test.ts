@@ -154,7 +154,7 @@ grep -c 'LeanInfra base ready after' /var/log/cloud-init-output.log
         assert.deepEqual(out.root.split("\n"), ["L", "1"], "root: locked, and its key only prints where to log in");
         assert.equal(
           out.sshd,
-          ["allowusers ops", "kbdinteractiveauthentication no", "maxauthtries 3", "passwordauthentication no", "permitrootlogin no", "pubkeyauthentication yes", "x11forwarding no"].join("\n"),
+          ["allowusers ops", "kbdinteractiveauthentication no", "maxauthtries 10", "passwordauthentication no", "permitrootlogin no", "pubkeyauthentication yes", "x11forwarding no"].join("\n"),
         );
         assert.deepEqual(out.host.split("\n"), ["app", "/usr/share/zoneinfo/Etc/UTC"]);
         // Every key type sshd is asked for, it answers with the one pinned key only.
