@@ -512,6 +512,7 @@ export function secretKeysOf(roles: readonly AnyRoleDefinition[]): Record<string
 // Keys a stack file may still hold from an earlier LeanInfra, and what replaced them.
 const RETIRED_KEYS: Record<string, string> = {
   redisEnabled: "was replaced by leaninfra:redisJob (accepted: none, cache, sessions or queue; none = no Redis): delete redisEnabled and set redisJob",
+  drillAppPort: "is no longer used: the drill reaches its app container on an internal Docker network, with no port on the host; delete drillAppPort",
 };
 
 function describeIssue(issue: z.core.$ZodIssue, shape: Record<string, z.ZodType>, secretKeys: readonly string[]): string {

@@ -105,6 +105,7 @@ const badInputs: Array<{ name: string; raw: Record<string, unknown>; key: string
   { name: "auth path covering the whole site", raw: { authPaths: ["/login", "/"] }, key: "leaninfra:authPaths[1]", mentions: "whole site" },
   { name: "auth path without a slash", raw: { authPaths: ["login"] }, key: "leaninfra:authPaths[0]", mentions: "is not a path" },
   { name: "the retired redisEnabled", raw: { redisEnabled: true }, key: "leaninfra:redisEnabled", mentions: "was replaced by leaninfra:redisJob" },
+  { name: "the retired drillAppPort", raw: { drillAppPort: 8099 }, key: "leaninfra:drillAppPort", mentions: "is no longer used: the drill reaches its app container on an internal Docker network" },
   { name: "Redis with an unknown job", raw: { redisJob: "pubsub" }, key: "leaninfra:redisJob", mentions: "accepted: none, cache, sessions, queue" },
   { name: "app env overriding DATABASE_URL", raw: { appImage: "ghcr.io/acme/shop", appEnv: ["LOG_LEVEL=info", "DATABASE_URL=postgres://x"] }, key: "leaninfra:appEnv[1]", mentions: "LeanInfra provides itself" },
   { name: "app env without a value", raw: { appEnv: ["LOG_LEVEL"] }, key: "leaninfra:appEnv[0]", mentions: "is not KEY=value" },
