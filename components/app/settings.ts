@@ -1,6 +1,9 @@
 import { z } from "zod";
 import { RESERVED_APP_ENV } from "../host/names";
 
+/** A release: a tag, optionally pinned to the image's digest ("1.8.4@sha256:<64 hex>"). */
+export const RELEASE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(@sha256:[0-9a-f]{64})?$/;
+
 /** The app role's config keys (Pulumi.<stack>.yaml `leaninfra:app*`), with their defaults. */
 export const appSettingsSchema = z.object({
   appImage: z
@@ -12,7 +15,7 @@ export const appSettingsSchema = z.object({
     .describe("The product's container image, without tag (e.g. ghcr.io/acme/shop). Empty: no app deployed yet."),
   appTag: z
     .string()
-    .regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(@sha256:[0-9a-f]{64})?$/, {
+    .regex(RELEASE, {
       message: "is not an image tag, or a tag pinned to its digest (accepted: e.g. 1.8.4, 2026-11-28.3 or 1.8.4@sha256:<64 lowercase hex>)",
     })
     .default("latest")
@@ -135,8 +138,6 @@ const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 // Docker's reference grammar: optional registry host[:port], then lowercase path components.
 const REGISTRY_HOST = /^(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+|\[[0-9A-Fa-f:]+\]|[A-Za-z0-9-]+)(?::[0-9]{1,5})?$/;
 const PATH_COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
-/** A release: a tag, optionally pinned to the image's digest ("1.8.4@sha256:<64 hex>"). */
-export const RELEASE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(@sha256:[0-9a-f]{64})?$/;
 const HEALTH_PATH = /^\/[A-Za-z0-9._~\/%?=&+-]*$/;
 const CONTROL = /[\x00-\x1f\x7f]/;
 
