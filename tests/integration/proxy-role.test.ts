@@ -45,6 +45,11 @@ function settingsFor(pki: ReturnType<typeof makeTestPki>): ProxySettings {
   };
 }
 
+/** The same site without the CDN proxy: Let's Encrypt through certbot, no Cloudflare ranges. */
+function letsEncryptSettingsFor(pki: ReturnType<typeof makeTestPki>): ProxySettings {
+  return { ...settingsFor(pki), cdnProxy: false, tls: { mode: "letsencrypt", acmeEmail: "owner@example.com" }, cloudflareRanges: { ipv4Cidrs: [], ipv6Cidrs: [] } };
+}
+
 /** The app stand-in: answers every request with what it received, as JSON. */
 const APP = String.raw`import http.server, json, sys
 port = int(sys.argv[1])
@@ -365,12 +370,7 @@ echo probes-done`;
 test("proxy role (Let's Encrypt mode): placeholder certificate, ACME webroot, certbot deploy hook", { timeout: 20 * 60_000 }, async () => {
   const pki = makeTestPki();
   try {
-    const settings: ProxySettings = {
-      ...settingsFor(pki),
-      cdnProxy: false,
-      tls: { mode: "letsencrypt", acmeEmail: "owner@example.com" },
-      cloudflareRanges: { ipv4Cidrs: [], ipv6Cidrs: [] },
-    };
+    const settings = letsEncryptSettingsFor(pki);
     const bundle = renderRoleBundle(proxyRole(settings));
     await withDebianRoot((root) => {
       const first = applyBundle(root, bundle);
@@ -467,12 +467,7 @@ echo probes-done`;
 test("proxy role under systemd: nginx runs and reloads in its sandbox, certbot.service's deploy hook installs a certificate and reloads nginx", { timeout: 25 * 60_000 }, async () => {
   const pki = makeTestPki();
   try {
-    const settings: ProxySettings = {
-      ...settingsFor(pki),
-      cdnProxy: false,
-      tls: { mode: "letsencrypt", acmeEmail: "owner@example.com" },
-      cloudflareRanges: { ipv4Cidrs: [], ipv6Cidrs: [] },
-    };
+    const settings = letsEncryptSettingsFor(pki);
     const role = proxyRole(settings);
     const servedFingerprint = (r: BootedRoot) =>
       must(r, `openssl s_client -connect 127.0.0.1:443 -servername example.com </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256`).trim();
