@@ -4,6 +4,7 @@ import * as app from "../components/app";
 import * as backups from "../components/backups";
 import * as base from "../components/base";
 import * as docker from "../components/docker";
+import * as monitoring from "../components/monitoring";
 import * as postgres from "../components/postgres";
 import * as proxy from "../components/proxy";
 import * as redis from "../components/redis";
@@ -18,4 +19,6 @@ export const ROLES = [
   app.role,
   // Backups last: they need PostgreSQL, and the restore drill the app's serving release.
   backups.role,
+  // Monitoring after every role it watches: their alert rules, PostgreSQL's monitor role, nginx's stub_status.
+  monitoring.role,
 ] as const;

@@ -84,6 +84,8 @@ export const role = defineRole<typeof appSettingsSchema, AppInputs>({
       placeholder: (s) => (s.appRegistryUser ? placeholderPassword("app-registry-password") : ""),
     },
   },
+  // The monitoring role probes the public URL at the health path.
+  offers: (s) => ({ appHealthPath: s.appHealthPath }),
   render: (s, inputs) => {
     const appMemoryMb = appMemoryLimitMb(s.appMemoryMb, s.memoryMb);
     const most = s.memoryMb - HOST_RESERVED_MEMORY_MB;

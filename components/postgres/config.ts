@@ -6,6 +6,8 @@ import { LAYOUT } from "../host/layout";
 export const POSTGRES_VERSION = 17;
 export const POSTGRES_CLUSTER = "main";
 export const POSTGRES_DEFAULT_PORT = 5432;
+/** The role the monitoring role's postgres_exporter logs in as (pg_monitor); pg_hba.conf lets it in on the socket only. */
+export const POSTGRES_MONITOR_USER = "leaninfra_monitor";
 
 /** Where PostgreSQL lives on the VM. The backups role reads dataDirectory and the port from here. */
 export const POSTGRES_PATHS = Object.freeze({
@@ -177,11 +179,13 @@ archive_command = '/bin/true'
 export function renderPostgresHba(database: string, user: string): string {
   const rows = [
     ["local", "all", "postgres", "", "peer"],
+    // postgres_exporter (monitoring role): its pg_monitor role, by password, on the socket only.
+    ["local", "postgres", POSTGRES_MONITOR_USER, "", "scram-sha-256"],
     ["host", database, user, "127.0.0.1/32", "scram-sha-256"],
     ["host", database, user, "::1/128", "scram-sha-256"],
     ["host", database, user, LAYOUT.dockerBridge.subnet, "scram-sha-256"],
   ];
-  const widths = [6, Math.max(8, database.length), Math.max(8, user.length), 16];
+  const widths = [6, Math.max(8, database.length), Math.max(POSTGRES_MONITOR_USER.length, user.length), 16];
   const line = (cells: string[]) =>
     cells
       .map((cell, i) => (i < widths.length ? cell.padEnd(widths[i]) : cell))
@@ -191,7 +195,8 @@ export function renderPostgresHba(database: string, user: string): string {
 # Who may connect, first match wins, and nothing else: the superuser "postgres" only through the local
 # socket as the OS user postgres (sudo -u postgres psql); the app role "${user}" only to its database
 # "${database}", with its password (SCRAM), from loopback and the Docker network. No other role, database
-# or address gets in; the superuser never logs in over TCP.
+# or address gets in; the superuser never logs in over TCP. The monitoring role's ${POSTGRES_MONITOR_USER}
+# (pg_monitor) reads statistics through the socket with its password.
 ${line(["# TYPE", "DATABASE", "USER", "ADDRESS", "METHOD"])}
 ${rows.map(line).join("\n")}
 `;

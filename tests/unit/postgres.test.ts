@@ -120,6 +120,7 @@ test("pg_hba.conf: peer for the superuser on the socket, SCRAM for the app role 
     lines(text).map((l) => l.split(/\s+/)),
     [
       ["local", "all", "postgres", "peer"],
+      ["local", "postgres", "leaninfra_monitor", "scram-sha-256"],
       ["host", "shop", "shop_app", "127.0.0.1/32", "scram-sha-256"],
       ["host", "shop", "shop_app", "::1/128", "scram-sha-256"],
       ["host", "shop", "shop_app", "172.17.0.0/16", "scram-sha-256"],
