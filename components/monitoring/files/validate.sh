@@ -14,5 +14,10 @@ promtool check config "$prometheus_yml"
 # amtool reads alertmanager.yml and the templates it names.
 amtool check-config "$alertmanager_yml"
 prometheus-blackbox-exporter --config.check --config.file="$blackbox_yml" 2>&1
-# systemd reads each unit with its drop-in.
-systemd-analyze verify "${units[@]}"
+# systemd reads each unit with its drop-in (not Debian's Documentation= man pages: a server may have no man-db).
+# systemd only warns about a setting it ignores (a typo in a sandbox option): any remark is refused too.
+if ! remarks=$(systemd-analyze verify --man=no "${units[@]}" 2>&1) || [ -n "$remarks" ]; then
+  echo "$remarks" >&2
+  echo "systemd-analyze verify ${units[*]} has the remarks above: refused" >&2
+  exit 1
+fi
