@@ -31,4 +31,9 @@ if [[ ! -x "$cache/tools/versitygw-v1.8.0/versitygw" ]]; then
   echo "== setup: building versitygw v1.8.0 (once per machine, a few minutes)"
   GOBIN="$cache/tools/versitygw-v1.8.0" GOTOOLCHAIN=auto go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
 fi
+if [[ ! -x "$cache/tools/victoria-logs-v1.52.1/victoria-logs" ]]; then
+  # The logs tests serve it as the vendor's release archive (tests/lib/victorialogs.ts): github.com is not reachable here.
+  echo "== setup: building VictoriaLogs v1.52.1 (once per machine, about a minute and a half)"
+  GOBIN="$cache/tools/victoria-logs-v1.52.1" GOTOOLCHAIN=auto go install github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs@v1.52.1
+fi
 echo "== setup: Pulumi CLI in $(bash tests/engine/build-pulumi.sh)"

@@ -25,6 +25,8 @@ export interface StackFacts {
   readonly memoryMb: number;
   /** The server type's vCPUs. */
   readonly vcpus: number;
+  /** The Hetzner server type (cx22, cax21...): cax types are Arm (arm64), the others x86-64. */
+  readonly serverType: string;
 }
 
 /** The config key behind a derived fact, for problem messages. */

@@ -17,4 +17,5 @@ export const TEST_FACTS: StackFacts = Object.freeze({
   backupLockDays: 14,
   memoryMb: 8192,
   vcpus: 4,
+  serverType: "cx32",
 });

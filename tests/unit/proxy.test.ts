@@ -393,6 +393,7 @@ const FACTS: Omit<StackFacts, "cdnProxy" | "staticHostname" | "extraHostnames"> 
   backupLockDays: 14,
   memoryMb: 8192,
   vcpus: 4,
+  serverType: "cx32",
 };
 const ORIGIN_TLS: OriginTls = { certificatePem: PEM_CERT, privateKeyPem: PEM_KEY, originPullCaPem: PEM_CERT };
 const RANGES: CdnRanges = { ipv4Cidrs: [...cloudflareIps.ipv4Cidrs], ipv6Cidrs: [...cloudflareIps.ipv6Cidrs] };
