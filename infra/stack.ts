@@ -2,6 +2,7 @@ import * as cloudflare from "@pulumi/cloudflare";
 import * as pulumi from "@pulumi/pulumi";
 import { BackupBucket } from "../components/backup-bucket";
 import { Edge } from "../components/edge";
+import { grafanaEdgeLabels } from "../components/grafana";
 import { zoneAccountProblem } from "../components/edge/rules";
 import { Host } from "../components/host";
 import { AnyRoleDefinition } from "../components/host/define";
@@ -53,6 +54,8 @@ export interface StackOutputs {
   backupEndpoint: pulumi.Output<string>;
   /** Secret: `pulumi stack output --show-secrets backupPassphrase`, kept off the VM (password manager). */
   backupPassphrase: pulumi.Output<string>;
+  /** Secret: Grafana's admin password, `pulumi stack output --show-secrets grafanaAdminPassword` ("" without the grafana role). */
+  grafanaAdminPassword: pulumi.Output<string>;
 }
 
 export interface BuiltStack {
@@ -158,7 +161,8 @@ export function buildStack(cfg: StackConfig, options: BuildOptions = {}): BuiltS
     zoneId,
     domain: cfg.domain,
     canonicalHost: cfg.canonicalHost,
-    extraHostnames: cfg.extraHostnames,
+    // Grafana's name too, when it serves one (the Origin CA certificate covers *.<domain>).
+    extraHostnames: [...cfg.extraHostnames, ...grafanaEdgeLabels(cfg)],
     staticHostname: cfg.staticHostname,
     staticPathPrefixes: cfg.staticPathPrefixes,
     staticEdgeTtlSeconds: cfg.staticEdgeTtlSeconds,
@@ -218,6 +222,7 @@ export function buildStack(cfg: StackConfig, options: BuildOptions = {}): BuiltS
       backupBucket: backups.bucketName,
       backupEndpoint: backups.endpoint,
       backupPassphrase,
+      grafanaAdminPassword: passwords.get("grafana-admin-password") ?? pulumi.secret(""),
     },
     host,
     edge,

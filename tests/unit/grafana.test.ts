@@ -18,6 +18,13 @@ import {
   renderGrafanaNginxConf,
   role as grafanaDefinition,
 } from "../../components/grafana";
+import * as pulumi from "@pulumi/pulumi";
+import * as monitoring from "../../components/monitoring";
+import { validateConfig } from "../../infra/config";
+import { runWithMocks } from "../../infra/mock-run";
+import { ROLES } from "../../infra/roles";
+import { buildStack } from "../../infra/stack";
+import { MINIMAL_CONFIG, mockCloudOutputs } from "../lib/mock-cloud";
 import { assertShellcheckClean } from "../lib/shellcheck";
 import { TEST_FACTS } from "../lib/facts";
 
@@ -190,4 +197,41 @@ test("the role definition reads the monitoring role's objective from the setting
     adminPassword: { from: "password", resource: "grafana-admin-password" },
     secretKey: { from: "password", resource: "grafana-secret-key" },
   });
+});
+
+test("the stack with the grafana role: proxied DNS records for grafana.<domain>, the role's bundle, the admin password a secret output; none of it with grafana false or without the proxy", async () => {
+  // The monitoring role's receiver (webhook by default) and heartbeat, as `pulumi up` has them.
+  const ALERT_SECRETS = { "leaninfra:alertWebhookUrl": "https://alerts.example.net/hook", "leaninfra:heartbeatUrl": "https://heartbeat.example.net/ping" };
+  // The stack's roles with the monitoring role (whose objective the dashboards read) and this one.
+  const roles = [...ROLES.filter((r) => r.name !== "monitoring" && r.name !== "grafana"), monitoring.role, grafanaDefinition];
+  const build = async (raw: Record<string, unknown>) => {
+    const cfg = validateConfig("prod", { ...MINIMAL_CONFIG, ...raw }, undefined, { roles });
+    const run = await runWithMocks({ project: "leaninfra", stack: "prod", preview: false, config: ALERT_SECRETS, secretKeys: Object.keys(ALERT_SECRETS), computed: mockCloudOutputs, revealSecrets: true }, () =>
+      buildStack(cfg, { offline: true, roles }),
+    );
+    const names = run.resources.filter((r) => r.type === "cloudflare:index/dnsRecord:DnsRecord").map((r) => `${r.inputs.name} ${r.inputs.type} ${r.inputs.proxied}`);
+    const bundle = run.resources.find((r) => r.type === "command:remote:Command" && r.name === "host-role-grafana");
+    return { names, bundle: String(bundle?.inputs.stdin ?? ""), run };
+  };
+
+  const on = await build({});
+  assert.ok(on.names.includes("grafana.example.com A true") && on.names.includes("grafana.example.com AAAA true"), on.names.join("\n"));
+  assert.match(on.bundle, /server_name grafana\.example\.com;/);
+  assert.deepEqual(on.run.result.outputs.hostnames.filter((h: string) => h.startsWith("grafana.")), ["grafana.example.com"]);
+  assert.equal(await pulumi.isSecret(on.run.result.outputs.grafanaAdminPassword), true, "the admin password is a secret stack output");
+
+  const renamed = await build({ grafanaHostname: "dash" });
+  assert.ok(renamed.names.includes("dash.example.com A true") && !renamed.names.some((n) => n.startsWith("grafana.")));
+
+  const off = await build({ grafana: false });
+  assert.ok(!off.names.some((n) => n.startsWith("grafana.")), off.names.join("\n"));
+  assert.doesNotMatch(off.bundle, /server_name grafana/);
+  assert.match(off.bundle, /readonly grafana=0/);
+
+  const direct = await build({ cdnProxy: false, acmeEmail: "owner@example.com" });
+  assert.ok(direct.names.length > 0 && !direct.names.some((n) => n.startsWith("grafana.")), direct.names.join("\n"));
+  assert.match(direct.bundle, /readonly grafana=1/);
+  assert.match(direct.bundle, /readonly served=0/);
+
+  assert.throws(() => validateConfig("prod", { ...MINIMAL_CONFIG, grafanaHostname: "www" }, undefined, { roles }), /leaninfra:grafanaHostname: "www" is already one of the site's names/);
 });
