@@ -23,9 +23,11 @@ import {
   renderNginxHttpConf,
   renderNginxSiteConf,
 } from "./nginx";
+import { MTAIL, renderMtailDropIn, renderMtailProgram, sloRouteGroupProblems } from "./request-metrics";
 import { PROXY_FILES_DIR } from "./template";
 
 export * from "./nginx";
+export * from "./request-metrics";
 
 // Path prefixes land in nginx `location` lines: a plain alphabet keeps them literal.
 const AUTH_PATH = /^\/[A-Za-z0-9._~\/-]*$/;
@@ -55,6 +57,12 @@ export const proxySettingsSchema = z.object({
     .refine((v) => v === "" || EMAIL_ADDRESS.test(v), { message: "is not an e-mail address (accepted: e.g. owner@example.com)" })
     .default("")
     .describe("E-mail for Let's Encrypt when cdnProxy is false (nginx then gets its certificate with certbot); unused behind Cloudflare."),
+  sloRouteGroups: z
+    .array(z.string())
+    .default([])
+    .describe(
+      'Route groups of the request metrics and SLO alerts, "name=/prefix" each (a name may repeat for more prefixes; the longest matching prefix wins; at most 10 names of a-z, 0-9 and _), e.g. ["api=/api/", "checkout=/cart/", "checkout=/checkout/"]. Static path prefixes are "static", the rest "other".',
+    ),
 });
 
 function cidrProblem(cidr: unknown, family: 4 | 6): string | undefined {
@@ -140,6 +148,7 @@ export function proxySettingsProblems(s: ProxySettings): string[] {
   if (!Number.isInteger(s.clientMaxBodyMb) || s.clientMaxBodyMb < 1 || s.clientMaxBodyMb > 1024) {
     add("clientMaxBodyMb", `${s.clientMaxBodyMb} is not a whole number from 1 to 1024 (accepted: e.g. 25)`);
   }
+  problems.push(...sloRouteGroupProblems(s.sloRouteGroups ?? [], s.staticPathPrefixes));
   return problems;
 }
 
@@ -220,6 +229,15 @@ else
 fi`;
 }
 
+// mtail reads its programs and arguments at start: a restart (its counters start again, which
+// Prometheus's rate() takes as a reset), also after a failed change when the bundle puts the files back.
+const restartMtail = `if ! [ -d /run/systemd/system ]; then
+  echo "systemd is not running here: skipped systemctl restart mtail"
+else
+  systemctl daemon-reload
+  systemctl restart mtail
+fi`;
+
 /** A unit sandbox (drop-in) of files/. */
 function dropIn(name: string): string {
   return fs.readFileSync(path.join(PROXY_FILES_DIR, name), "utf8");
@@ -246,6 +264,7 @@ function healthCheck(): string {
     must_exist: [LAYOUT.nginx.upstream, LAYOUT.nginx.release, LAYOUT.tls.certificate, LAYOUT.tls.privateKey, LAYOUT.nginx.maintenancePage],
     private_key: LAYOUT.tls.privateKey,
     status_url: NGINX_STATUS.url,
+    mtail_url: MTAIL.url,
   });
 }
 
@@ -267,6 +286,8 @@ export function proxyRole(settings: ProxySettings): HostRole {
     { path: "/etc/leaninfra/nginx", mode: "0755" },
     { path: "/var/www/leaninfra", mode: "0755" },
     { path: path.dirname(SYSTEMD_DROP_INS.nginx), mode: "0755" },
+    { path: MTAIL.progsDir, mode: "0755" },
+    { path: path.dirname(MTAIL.dropIn), mode: "0755" },
     ...(letsencrypt
       ? [
           { path: path.dirname(SYSTEMD_DROP_INS.certbot), mode: "0755" },
@@ -283,6 +304,8 @@ export function proxyRole(settings: ProxySettings): HostRole {
   ];
 
   const files: RoleFile[] = [
+    { path: MTAIL.program, mode: "0644", content: renderMtailProgram(NGINX_FILES.accessLog), onChange: restartMtail },
+    { path: MTAIL.dropIn, mode: "0644", content: renderMtailDropIn(NGINX_FILES.accessLog), onChange: restartMtail },
     { path: NGINX_FILES.httpConf, mode: "0644", content: renderNginxHttpConf(settings), onChange: reload },
     { path: NGINX_FILES.siteConf, mode: "0644", content: renderNginxSiteConf(settings), onChange: reload },
     { path: LAYOUT.nginx.maintenancePage, mode: "0644", content: renderMaintenancePage(settings) },
@@ -305,12 +328,13 @@ export function proxyRole(settings: ProxySettings): HostRole {
   return {
     name: "proxy",
     description: letsencrypt
-      ? "nginx in front of the app: TLS from Let's Encrypt (certbot), request ids, JSON access log, auth rate limit, maintenance page"
-      : "nginx in front of the app behind Cloudflare: Origin CA TLS, authenticated origin pulls, real client address, request ids, JSON access log, auth rate limit, maintenance page",
-    packages: ["nginx", "curl", ...(letsencrypt ? ["certbot", "openssl"] : [])],
+      ? "nginx in front of the app: TLS from Let's Encrypt (certbot), request ids, JSON access log (file and journal), request metrics (mtail), auth rate limit, maintenance page"
+      : "nginx in front of the app behind Cloudflare: Origin CA TLS, authenticated origin pulls, real client address, request ids, JSON access log (file and journal), request metrics (mtail), auth rate limit, maintenance page",
+    // logrotate runs Debian's /etc/logrotate.d/nginx: the access log mtail reads is rotated daily.
+    packages: ["nginx", "curl", "mtail", "logrotate", ...(letsencrypt ? ["certbot", "openssl"] : [])],
     directories,
     files,
-    validate: renderSnippet("validate.sh", {}, seedSettings(settings)),
+    validate: renderSnippet("validate.sh", { mtail_progs: MTAIL.progsDir }, seedSettings(settings)),
     apply: applyScript(settings),
     healthCheck: healthCheck(),
   };
@@ -354,6 +378,7 @@ export const role = defineRole({
       authPaths: s.authPaths,
       authRateLimitPerMinute: s.authRateLimitPerMinute,
       clientMaxBodyMb: s.clientMaxBodyMb,
+      sloRouteGroups: s.sloRouteGroups,
     });
   },
 });

@@ -2,6 +2,7 @@ import * as path from "node:path";
 import { canonicalName, edgeHostnames, redirectedName } from "../edge/rules";
 import { LAYOUT } from "../host/layout";
 import { renderScript } from "../host/script";
+import { ROUTES, parseSloRouteGroups, renderRouteMap } from "./request-metrics";
 import { PROXY_FILES_DIR, TemplateValue, fillTemplate } from "./template";
 
 /** Cloudflare's Origin CA certificate for nginx and the CA of the zone's origin-pull client certificate. */
@@ -41,6 +42,8 @@ export interface ProxySettings {
   authPaths: readonly string[];
   authRateLimitPerMinute: number;
   clientMaxBodyMb: number;
+  /** Route groups of the request metrics, "name=/prefix" each (a name may repeat); none: every request of the app is "other" or "static". */
+  sloRouteGroups?: readonly string[];
 }
 
 /** nginx's own files that the proxy role writes or removes. */
@@ -49,7 +52,7 @@ export const NGINX_FILES = Object.freeze({
   httpConf: "/etc/nginx/nginx.conf",
   /** LeanInfra's servers; later roles add their own files beside it in /etc/nginx/conf.d/. */
   siteConf: "/etc/nginx/conf.d/leaninfra.conf",
-  /** One JSON object per request (log_format leaninfra_json). */
+  /** One JSON object per request (log_format leaninfra_json); mtail reads it for the request metrics. */
   accessLog: "/var/log/nginx/access.log",
   errorLog: "/var/log/nginx/error.log",
   /** Debian's welcome site: removed by the role (nginx.conf no longer reads sites-enabled anyway). */
@@ -91,6 +94,14 @@ export const ACME = Object.freeze({
 export const MAINTENANCE_URI = "/__leaninfra/maintenance.html";
 /** Seconds a client is asked to wait (Retry-After) while the app does not answer. */
 export const MAINTENANCE_RETRY_AFTER_SECONDS = 30;
+/** The tags (SYSLOG_IDENTIFIER) of nginx's lines in the journal. */
+export const NGINX_JOURNAL_TAGS = Object.freeze({ access: "nginx_access", error: "nginx_error" });
+/** nginx's syslog destination: journald's socket for syslog messages. */
+const JOURNAL_SOCKET = "unix:/dev/log";
+
+/** Sets the route group of the servers that answer without the app: their requests are not counted. */
+export const NOT_APP_ROUTE_LINE = `set $leaninfra_route ${ROUTES.notApp};`;
+
 /** The limit_req zone of the auth paths. */
 export const AUTH_ZONE = "leaninfra_auth";
 
@@ -145,18 +156,24 @@ const TEMPLATES = Object.freeze({
   certbotDeployHook: "certbot-deploy-hook.sh",
 });
 
-/** Fields of every access log line, in order: [JSON key, nginx value, quoted]. */
+/**
+ * Fields of every access log line, in order: [JSON key, nginx value, quoted]. The first four come
+ * from a fixed alphabet (no client text), so mtail's pattern (files/leaninfra-nginx.mtail) reads
+ * them anchored at the line's start, whatever a client puts in the fields after them.
+ */
 export const ACCESS_LOG_FIELDS: ReadonlyArray<readonly [string, string, boolean]> = [
   ["time", "$time_iso8601", true],
+  // The route group (sloRouteGroups) of the request metrics.
+  ["route", "$leaninfra_route", true],
+  ["status", "$status", false],
+  ["request_time", "$request_time", false],
   ["request_id", "$leaninfra_request_id", true],
   ["client", "$remote_addr", true],
   ["method", "$request_method", true],
   ["host", "$host", true],
   // The path without the query string: queries may carry tokens.
   ["path", "$leaninfra_path", true],
-  ["status", "$status", false],
   ["bytes", "$body_bytes_sent", false],
-  ["request_time", "$request_time", false],
   ["upstream_response_time", "$upstream_response_time", true],
   ["upstream", "$upstream_addr", true],
   ["release", "$leaninfra_release", true],
@@ -205,8 +222,11 @@ export function renderNginxHttpConf(s: ProxySettings): string {
     certificate,
     real_ip: realIp,
     release_file: LAYOUT.nginx.release,
+    route_map: renderRouteMap(parseSloRouteGroups(s.sloRouteGroups ?? []), s.staticPathPrefixes),
     log_format: logFormat(),
     access_log: NGINX_FILES.accessLog,
+    journal_access_log: `syslog:server=${JOURNAL_SOCKET},tag=${NGINX_JOURNAL_TAGS.access},nohostname`,
+    journal_error_log: `syslog:server=${JOURNAL_SOCKET},tag=${NGINX_JOURNAL_TAGS.error},nohostname`,
     client_max_body_mb: s.clientMaxBodyMb,
     auth_rate_per_minute: s.authRateLimitPerMinute,
     auth_zone: AUTH_ZONE,
@@ -239,7 +259,7 @@ export function renderNginxSiteConf(s: ProxySettings): string {
       : [
           "",
           "# Names a later role will serve; until then, nothing here.",
-          ...block("server", [...LISTEN_TLS, `server_name ${names.extra.join(" ")};`, `include ${LAYOUT.nginx.release};`, ...securityHeaders, "return 404;"]),
+          ...block("server", [...LISTEN_TLS, `server_name ${names.extra.join(" ")};`, `include ${LAYOUT.nginx.release};`, NOT_APP_ROUTE_LINE, ...securityHeaders, "return 404;"]),
         ];
 
   const proxyToApp = snippetLines(TEMPLATES.proxyToApp, {
@@ -265,7 +285,7 @@ export function renderNginxSiteConf(s: ProxySettings): string {
           ...proxyToApp,
           "",
           ...staticLocations,
-          ...block("location /", ["return 404;"]),
+          ...block("location /", [NOT_APP_ROUTE_LINE, "return 404;"]),
         ]),
       ]
     : [];
@@ -273,6 +293,7 @@ export function renderNginxSiteConf(s: ProxySettings): string {
     first_upstream_line: FIRST_UPSTREAM_LINE,
     upstream_file: LAYOUT.nginx.upstream,
     release_file: LAYOUT.nginx.release,
+    not_app_route: NOT_APP_ROUTE_LINE,
     all_names: names.all.join(" "),
     acme_challenge: s.tls.mode === "letsencrypt" ? snippetLines(TEMPLATES.acmeChallenge, { webroot: ACME.webroot }) : [],
     redirected_name: names.redirected,

@@ -49,6 +49,7 @@ const VARIANTS: Record<string, ProxySettings> = {
   "cloudflare-www-bare": { ...cloudflare, canonicalHost: "www", staticHostname: "", extraHostnames: [], authPaths: [] },
   "letsencrypt": letsencrypt,
   "letsencrypt-proxied": { ...letsencrypt, cdnProxy: true },
+  "slo-route-groups": { ...cloudflare, sloRouteGroups: ["api=/api/", "admin=/api/admin/", "docs=/docs.v2/", "health=/healthz"] },
   "one-auth-path-many-extras": { ...cloudflare, authPaths: ["/session/"], extraHostnames: ["grafana", "status", "alerts"], authRateLimitPerMinute: 6000, clientMaxBodyMb: 1024 },
 };
 

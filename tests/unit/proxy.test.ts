@@ -24,6 +24,16 @@ import {
   renderNginxSiteConf,
   role,
   SYSTEMD_DROP_INS,
+  MTAIL,
+  NGINX_JOURNAL_TAGS,
+  REQUEST_DURATION_BUCKETS_SECONDS,
+  REQUEST_METRICS,
+  ROUTES,
+  parseSloRouteGroups,
+  renderMtailDropIn,
+  renderMtailProgram,
+  renderRouteMap,
+  sloRouteGroupProblems,
 } from "../../components/proxy";
 import { fillTemplate } from "../../components/proxy/template";
 import { renderRoleBundle, roleProblems } from "../../components/host/bundle";
@@ -129,10 +139,10 @@ test("the JSON access log has every field, escaped as JSON, and is the log of ev
   const template = [...format.matchAll(/'([^']*)'/g)].map((m) => m[1]).join("");
   const sample = template.replace(/\$[a-z_0-9]+/g, (v) => (["$status", "$body_bytes_sent", "$request_time"].includes(v) ? "1" : "v"));
   const parsed = JSON.parse(sample) as Record<string, unknown>;
-  const keys = ["time", "request_id", "method", "host", "path", "status", "bytes", "request_time", "upstream_response_time", "upstream", "release"];
+  const keys = ["time", "route", "request_id", "method", "host", "path", "status", "bytes", "request_time", "upstream_response_time", "upstream", "release"];
   for (const key of keys) assert.ok(key in parsed, `log field ${key}`);
   assert.deepEqual(Object.keys(parsed), ACCESS_LOG_FIELDS.map(([k]) => k));
-  for (const v of ["$time_iso8601", "$leaninfra_request_id", "$request_method", "$host", "$status", "$body_bytes_sent", "$request_time", "$upstream_response_time", "$upstream_addr", "$leaninfra_release"]) {
+  for (const v of ["$time_iso8601", "$leaninfra_route", "$leaninfra_request_id", "$request_method", "$host", "$status", "$body_bytes_sent", "$request_time", "$upstream_response_time", "$upstream_addr", "$leaninfra_release"]) {
     assert.ok(template.includes(v), v);
   }
   assert.ok(directives(http).includes(`access_log ${NGINX_FILES.accessLog} leaninfra_json;`));
@@ -172,7 +182,7 @@ test("the other name redirects (301) to the canonical one with path and query, b
   assert.match(serverNamed(www, "example.com"), /return 301 https:\/\/www\.example\.com\$request_uri;/);
   assert.match(serverNamed(www, "www.example.com"), /proxy_pass http:\/\/leaninfra_app;/);
   assert.deepEqual([proxyHostnames(wwwSettings).canonical, proxyHostnames(wwwSettings).static], ["www.example.com", "static.example.com"]);
-  assert.match(serverNamed(www, "static.example.com"), /location \/ \{\n\s+return 404;/);
+  assert.match(serverNamed(www, "static.example.com"), /location \/ \{\n\s+set \$leaninfra_route not_app;\n\s+return 404;/);
 });
 
 test("the static host serves only the static path prefixes (Cloudflare caches everything there), extra names answer 404, without them there is no such server", () => {
@@ -182,7 +192,7 @@ test("the static host serves only the static path prefixes (Cloudflare caches ev
   for (const prefix of cloudflare.staticPathPrefixes) {
     assert.match(statics, new RegExp(`location \\^~ ${prefix.replace(/\//g, "\\/")} \\{\\n\\s+gzip on;\\n\\s+proxy_pass http://leaninfra_app;\\n\\s+\\}`));
   }
-  assert.match(statics, /location \/ \{\n\s+return 404;\n\s+\}/, "any other path: 404, never the app");
+  assert.match(statics, /location \/ \{\n\s+set \$leaninfra_route not_app;\n\s+return 404;\n\s+\}/, "any other path: 404, never the app (and not counted as the app's)");
   assert.doesNotMatch(statics, /limit_req|\/login/, "no auth path on the static host");
   assert.match(statics, /error_page 502 503 504 =503/, "the maintenance page there too");
   const extra = serverNamed(conf, "grafana.example.com status.example.com");
@@ -269,7 +279,7 @@ test("security headers, gzip and the body size limit", () => {
     const server = serverNamed(renderNginxSiteConf(cloudflare), name);
     assert.equal(server.match(/gzip on;/g)?.length, cloudflare.staticPathPrefixes.length, name);
     for (const prefix of cloudflare.staticPathPrefixes) assert.ok(server.includes(`location ^~ ${prefix} {\n        gzip on;\n        proxy_pass http://leaninfra_app;`), `${name} ${prefix}`);
-    assert.match(server, /location \/ \{\n\s+(proxy_pass http:\/\/leaninfra_app|return 404);\n\s+\}/, "no gzip for the rest");
+    assert.match(server, /location \/ \{\n\s+(proxy_pass http:\/\/leaninfra_app|set \$leaninfra_route not_app;\n\s+return 404);\n\s+\}/, "no gzip for the rest");
   }
   assert.ok(http.some((l) => l.startsWith("gzip_types ") && l.includes("application/json") && l.includes("text/css") && l.includes("application/javascript")));
   assert.ok(http.includes("client_max_body_size 7m;"));
@@ -281,7 +291,7 @@ test("proxyRole (Cloudflare): files at LAYOUT paths, the key 0600, nginx -t as v
   const role = proxyRole(cloudflare);
   assert.deepEqual(roleProblems(role), []);
   assert.equal(role.name, "proxy");
-  assert.deepEqual(role.packages, ["nginx", "curl"]);
+  assert.deepEqual(role.packages, ["nginx", "curl", "mtail", "logrotate"]);
   const file = (p: string) => role.files.find((f) => f.path === p);
   assert.equal(file(LAYOUT.tls.privateKey)?.mode, "0600");
   assert.equal(file(LAYOUT.tls.privateKey)?.content, PEM_KEY);
@@ -311,7 +321,7 @@ test("proxyRole (Cloudflare): files at LAYOUT paths, the key 0600, nginx -t as v
 test("proxyRole (Let's Encrypt): certbot, a placeholder, webroot issuance for every name, the deploy hook", () => {
   const role = proxyRole(letsencrypt);
   assert.deepEqual(roleProblems(role), []);
-  assert.deepEqual(role.packages, ["nginx", "curl", "certbot", "openssl"]);
+  assert.deepEqual(role.packages, ["nginx", "curl", "mtail", "logrotate", "certbot", "openssl"]);
   assert.equal(role.files.find((f) => f.path === LAYOUT.tls.privateKey), undefined, "certbot's hook owns the key");
   assert.equal(role.files.find((f) => f.path === LAYOUT.tls.originPullCa), undefined);
   assert.equal(role.files.find((f) => f.path === ACME.deployHook)?.mode, "0755");
@@ -406,8 +416,8 @@ function defined(slice: Slice, facts: Partial<StackFacts> = {}) {
 test("the proxy's definition: its config keys with defaults and descriptions, after base, inputs from the stack", () => {
   assert.equal(role.name, "proxy");
   assert.deepEqual(role.after, ["base"]);
-  assert.deepEqual(Object.keys(role.settings.shape), ["authPaths", "authRateLimitPerMinute", "clientMaxBodyMb", "acmeEmail"]);
-  assert.deepEqual(role.settings.parse({}), { authPaths: ["/login", "/api/auth/"], authRateLimitPerMinute: 30, clientMaxBodyMb: 25, acmeEmail: "" });
+  assert.deepEqual(Object.keys(role.settings.shape), ["authPaths", "authRateLimitPerMinute", "clientMaxBodyMb", "acmeEmail", "sloRouteGroups"]);
+  assert.deepEqual(role.settings.parse({}), { authPaths: ["/login", "/api/auth/"], authRateLimitPerMinute: 30, clientMaxBodyMb: 25, acmeEmail: "", sloRouteGroups: [] });
   for (const [key, schema] of Object.entries(role.settings.shape)) assert.ok((schema as z.ZodType).description, `${key} is described`);
   assert.deepEqual(Object.keys(role.inputs ?? {}), ["originTls", "cloudflareRanges"]);
   for (const input of Object.values(role.inputs ?? {})) assert.equal(input.from, "stack");
@@ -571,4 +581,128 @@ test("nginx's and certbot's sandboxes: read-only system but what each writes, no
     }
   }
   assert.equal(le.directories.find((d) => d.path === "/var/log/letsencrypt")?.mode, "0700", "certbot's own mode: no fix-up churn");
+});
+
+test("sloRouteGroups: name=/prefix entries, a name repeating for more prefixes; bad names, prefixes, reserved names, duplicates and too many groups refused with the key and index", () => {
+  const statics = ["/assets/", "/static/"];
+  assert.deepEqual(sloRouteGroupProblems(["api=/api/", "checkout=/cart/", "checkout=/checkout", "health=/healthz"], statics), []);
+  assert.deepEqual(parseSloRouteGroups(["api=/api/", "checkout=/cart/", "api=/v1/"]), [
+    { name: "api", prefixes: ["/api/", "/v1/"] },
+    { name: "checkout", prefixes: ["/cart/"] },
+  ]);
+  const refused: Array<[string[], RegExp]> = [
+    [["/api/"], /^sloRouteGroups\[0\] "\/api\/" is not name=\/prefix \(accepted: e\.g\. "api=\/api\/"/],
+    [["API=/api/"], /^sloRouteGroups\[0\] "API=\/api\/": "API" is not a group name \(accepted: a-z, 0-9 and _/],
+    [["my-api=/api/"], /"my-api" is not a group name/],
+    [["other=/x/"], /^sloRouteGroups\[0\] "other=\/x\/": "other" is a group nginx sets itself \(other, static, not_app; accepted: another name\)$/],
+    [["not_app=/x/"], /"not_app" is a group nginx sets itself/],
+    [["static=/x/"], /"static" is a group nginx sets itself/],
+    [["api=api/"], /"api\/" is not a path prefix \(accepted: starts with "\/"/],
+    [["api=/a pi/"], /"\/a pi\/" is not a path prefix/],
+    [["api=/(x|y)/"], /is not a path prefix/],
+    [["api=/"], /"\/" would put every request in one group/],
+    [["api=/assets/"], /\/assets\/ is a static path prefix, already the group "static"/],
+    [["api=/api/", "v2=/api/"], /^sloRouteGroups\[1\] "v2=\/api\/": \/api\/ is already in sloRouteGroups\[0\] \(accepted: each prefix once\)$/],
+    [Array.from({ length: 11 }, (_, i) => `g${i}=/g${i}/`), /^sloRouteGroups names 11 groups \(g0, g1, .*g10; accepted: at most 10: each is a label of every request series\)$/],
+    [Array.from({ length: 51 }, (_, i) => `api=/p${i}/`), /^sloRouteGroups has 51 entries \(accepted: at most 50\)$/],
+  ];
+  for (const [entries, expected] of refused) {
+    const problems = sloRouteGroupProblems(entries, statics);
+    assert.equal(problems.length, 1, `${JSON.stringify(entries)}: ${problems.join("; ")}`);
+    assert.match(problems[0], expected);
+  }
+  assert.deepEqual(sloRouteGroupProblems(Array.from({ length: 10 }, (_, i) => `g${i}=/g${i}/`), statics), [], "ten groups are accepted");
+  // Through the role's render: a SettingsError naming the key.
+  assert.throws(() => proxyRole({ ...cloudflare, sloRouteGroups: ["other=/x/"] }), (e: unknown) => e instanceof SettingsError && /sloRouteGroups\[0\]/.test(e.message));
+});
+
+test("the route map: default other, static prefixes and the groups longest first (dots escaped), the route logged, not_app in every server that answers without the app", () => {
+  const map = renderRouteMap(parseSloRouteGroups(["api=/api/", "admin=/api/admin/", "docs=/docs.v2/"]), ["/static/"]);
+  assert.deepEqual(map, [
+    "map $leaninfra_path $leaninfra_route {",
+    "    default other;",
+    '    "~^/api/admin/" admin;',
+    '    "~^/docs\\.v2/" docs;',
+    '    "~^/static/" static;',
+    '    "~^/api/" api;',
+    "}",
+  ]);
+  const http = renderNginxHttpConf({ ...cloudflare, sloRouteGroups: ["api=/api/"] });
+  assert.ok(http.includes(["    map $leaninfra_path $leaninfra_route {", "        default other;", '        "~^/assets/" static;', '        "~^/static/" static;', '        "~^/api/" api;', "    }"].join("\n")), http);
+  assert.deepEqual(renderRouteMap([], []), ["map $leaninfra_path $leaninfra_route {", "    default other;", "}"], "no groups: every request of the app is other");
+  // Servers without the app: the port-80 redirects, the default server, the www/apex redirect, the extra names, the static host's 404.
+  const site = renderNginxSiteConf(cloudflare);
+  const blocks = serverBlocks(site);
+  for (const block of blocks) {
+    const servesApp = /proxy_pass http:\/\/leaninfra_app/.test(block);
+    const stub = block.includes("stub_status");
+    if (stub) assert.doesNotMatch(block, /leaninfra_route/);
+    else if (!servesApp) assert.match(block, /^    set \$leaninfra_route not_app;$/m, block);
+  }
+  assert.doesNotMatch(serverNamed(site, "example.com"), /leaninfra_route/, "the site's requests keep their route group");
+  // set runs in order in the rewrite phase: before any return of the same block.
+  for (const block of blocks.filter((b) => b.includes("not_app"))) {
+    assert.ok(block.indexOf("set $leaninfra_route not_app;") < block.lastIndexOf("return "), block);
+  }
+  assert.equal(ROUTES.notApp, "not_app");
+});
+
+test("nginx's access and error logs also go to the journal (tags nginx_access, nginx_error), the file stays for mtail", () => {
+  const http = directives(renderNginxHttpConf(cloudflare));
+  assert.ok(http.includes(`access_log ${NGINX_FILES.accessLog} leaninfra_json;`));
+  assert.ok(http.includes(`access_log syslog:server=unix:/dev/log,tag=${NGINX_JOURNAL_TAGS.access},nohostname leaninfra_json;`));
+  assert.ok(http.includes(`error_log ${NGINX_FILES.errorLog};`));
+  assert.ok(http.includes(`error_log syslog:server=unix:/dev/log,tag=${NGINX_JOURNAL_TAGS.error},nohostname;`));
+  // nginx's syslog tags: letters, digits and underscores, at most 32.
+  for (const tag of Object.values(NGINX_JOURNAL_TAGS)) assert.match(tag, /^[A-Za-z0-9_]{1,32}$/);
+});
+
+test("the access log's first fields come from a fixed alphabet (time, route, status, request_time): mtail's pattern reads only them", () => {
+  assert.deepEqual(ACCESS_LOG_FIELDS.slice(0, 4).map(([k, v]) => [k, v]), [
+    ["time", "$time_iso8601"],
+    ["route", "$leaninfra_route"],
+    ["status", "$status"],
+    ["request_time", "$request_time"],
+  ]);
+  const program = renderMtailProgram(NGINX_FILES.accessLog);
+  const pattern = /^\/(\^\\\{.*,)\/ \{$/m.exec(program);
+  assert.ok(pattern, program);
+  assert.equal(pattern[1], '^\\{"time":"[^"]*","route":"(?P<route>[a-z0-9_]+)","status":(?P<class>[0-9])[0-9][0-9],"request_time":(?P<seconds>[0-9]+\\.[0-9]+),');
+  // The pattern (as a JavaScript regex, named groups written (?<name>)) against the format with sample values.
+  const re = new RegExp(pattern[1].replace(/\(\?P</g, "(?<"));
+  const line = '{"time":"2026-12-01T10:00:00+00:00","route":"api","status":503,"request_time":0.250,"request_id":"x","path":"/\\"route\\":\\"admin\\",\\"status\\":200,"}';
+  assert.deepEqual({ ...re.exec(line)?.groups }, { route: "api", class: "5", seconds: "0.250" });
+  assert.equal(re.exec('{"time":"t","request_id":"x","route":"api","status":200,"request_time":0.1,'), null, "another field order does not match");
+});
+
+test("the mtail program: the contract's metrics and buckets, not_app and 1xx not counted, unreadable lines counted apart", () => {
+  assert.deepEqual([...REQUEST_DURATION_BUCKETS_SECONDS], [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]);
+  assert.deepEqual({ ...REQUEST_METRICS }, { requests: "leaninfra_http_requests_total", duration: "leaninfra_http_request_duration_seconds", unmatched: "leaninfra_http_log_lines_unmatched_total" });
+  const program = renderMtailProgram(NGINX_FILES.accessLog);
+  assert.match(program, /^counter leaninfra_http_requests_total by route, code$/m);
+  assert.match(program, /^histogram leaninfra_http_request_duration_seconds by route buckets 0\.05, 0\.1, 0\.25, 0\.5, 1, 2\.5, 5, 10$/m);
+  assert.match(program, /^counter leaninfra_http_log_lines_unmatched_total$/m);
+  assert.match(program, /^  \$route != "not_app" && \$class >= 2 && \$class <= 5 \{$/m);
+  assert.match(program, /^    leaninfra_http_requests_total\[\$route\]\[\$class \+ "xx"\]\+\+$/m);
+  assert.match(program, /^# Managed by LeanInfra \(role "proxy"\)/m);
+  assert.doesNotMatch(program, /\{\{|#:/, "every template marker and note is gone");
+});
+
+test("proxyRole runs mtail: its program and drop-in (loopback, no prog label, sandbox), compiled in validation, restarted on change, enabled by apply, checked by the health check", () => {
+  const r = proxyRole(cloudflare);
+  const file = (p: string) => r.files.find((f) => f.path === p);
+  assert.equal(file(MTAIL.program)?.content, renderMtailProgram(NGINX_FILES.accessLog));
+  assert.equal(MTAIL.program, "/etc/mtail/leaninfra-nginx.mtail");
+  const dropIn = file(MTAIL.dropIn)?.content ?? "";
+  assert.equal(dropIn, renderMtailDropIn(NGINX_FILES.accessLog));
+  assert.match(dropIn, /^ExecCondition=\nExecStart=\nExecStart=\/usr\/bin\/mtail --progs \/etc\/mtail --logs \/var\/log\/nginx\/access\.log --address 127\.0\.0\.1 --port 3903 --emit_prog_label=false --logtostderr$/m);
+  assert.match(dropIn, /^MemoryMax=128M$/m);
+  assert.match(dropIn, /^CapabilityBoundingSet=$/m);
+  assert.match(dropIn, /^RestrictAddressFamilies=AF_INET AF_INET6$/m);
+  for (const f of [file(MTAIL.program), file(MTAIL.dropIn)]) assert.match(f?.onChange ?? "", /systemctl daemon-reload\n\s+systemctl restart mtail/);
+  assert.match(r.validate ?? "", /^readonly mtail_progs='\/etc\/mtail'$/m);
+  assert.match(r.validate ?? "", /mtail --compile_only --logtostderr --progs "\$mtail_progs" --address 127\.0\.0\.1 --port 0/);
+  assert.match(r.apply ?? "", /systemctl enable mtail/);
+  assert.match(r.healthCheck ?? "", /^readonly mtail_url='http:\/\/127\.0\.0\.1:3903\/metrics'$/m);
+  assert.ok(r.directories.some((d) => d.path === "/etc/systemd/system/mtail.service.d"));
 });

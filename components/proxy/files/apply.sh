@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# The proxy role's apply step: the first files, Debian's default site gone, and nginx restarted
-# when it first has everything it includes. Prints one line per change.
+# The proxy role's apply step: the first files, Debian's default site gone, nginx restarted when it
+# first has everything it includes, and mtail (the request metrics) enabled and running. Prints one
+# line per change.
 # shellcheck source=components/proxy/files/seed-first-files.sh
 source "${BASH_SOURCE[0]%/*}/seed-first-files.sh" # @include
 
@@ -21,5 +22,15 @@ if ((${#seeded[@]})); then
     systemctl restart nginx >&2
   else
     echo "systemd is not running here: skipped systemctl restart nginx" >&2
+  fi
+fi
+if [ -d /run/systemd/system ]; then
+  if ! systemctl is-enabled --quiet mtail; then
+    systemctl enable mtail >&2
+    echo "enabled mtail.service (request metrics from nginx's access log)"
+  fi
+  if ! systemctl is-active --quiet mtail; then
+    systemctl start mtail >&2
+    echo "started mtail.service"
   fi
 fi

@@ -1,11 +1,13 @@
 # shellcheck shell=bash
 # The proxy role's health check: the files nginx reads, nginx -t, and (under systemd) nginx running
-# and answering on stub_status. components/proxy/index.ts renders the settings block.
+# and answering on stub_status, and mtail serving the request metrics. components/proxy/index.ts
+# renders the settings block.
 
 # @settings-begin
 readonly -a must_exist=('/etc/leaninfra/nginx/upstream.conf' '/etc/leaninfra/tls/site.crt')
 readonly private_key='/etc/leaninfra/secrets/site.key'
 readonly status_url='http://127.0.0.1:8080/stub_status'
+readonly mtail_url='http://127.0.0.1:3903/metrics'
 # @settings-end
 
 bad=0
@@ -31,6 +33,22 @@ if [ -d /run/systemd/system ]; then
     if ((!answered)); then
       curl -fsS --max-time 5 -o /dev/null "$status_url" >&2 || true
       echo "nginx does not answer on $status_url (tried for 10 s)" >&2
+      bad=1
+    fi
+  fi
+fi
+if [ -d /run/systemd/system ]; then
+  if ! systemctl is-active --quiet mtail; then
+    echo "mtail is not running: no request metrics (systemctl status mtail; journalctl -u mtail)" >&2
+    bad=1
+  else
+    answered=0
+    for _ in $(seq 20); do
+      if curl -fsS --max-time 5 -o /dev/null "$mtail_url" 2>/dev/null; then answered=1; break; fi
+      sleep 0.5
+    done
+    if ((!answered)); then
+      echo "mtail does not answer on $mtail_url (tried for 10 s)" >&2
       bad=1
     fi
   fi
