@@ -1,20 +1,22 @@
 import { SettingsError, defineRole, placeholderPassword, refuseProblems } from "../host/define";
 import { LAYOUT } from "../host/layout";
 import { HostRole } from "../host/role";
-import { APP_PATHS, deployScript, renderDeployConfig, renderEnvFile, renderSecretEnvFile } from "./render";
+import { APP_PATHS, deployScript, renderDeployConfig, renderEnvFile, renderSecretEnvFile, renderSentryEnvFile } from "./render";
 import { AppInputs, AppSettings, HOST_RESERVED_MEMORY_MB, appMemoryLimitMb, appSettingsProblems, appSettingsSchema } from "./settings";
 
-export { APP_PATHS, DEPLOY_SCRIPT_FILE, STOP_TIMEOUT_SECONDS, deployScript, renderDeployConfig, renderEnvFile, renderSecretEnvFile } from "./render";
+export { APP_PATHS, DEPLOY_SCRIPT_FILE, STOP_TIMEOUT_SECONDS, deployScript, renderDeployConfig, renderEnvFile, renderSecretEnvFile, renderSentryEnvFile } from "./render";
 export {
   AppInputs,
   AppSettings,
   DOCKER_DEFAULT_CAPABILITIES,
   HOST_RESERVED_MEMORY_MB,
+  SENTRY_ENV,
   appMemoryLimitMb,
   appSettingsProblems,
   appSettingsSchema,
   registryHost,
   secretEnvEntries,
+  sentryDsnProblem,
 } from "./settings";
 
 const validate = `bash -n ${APP_PATHS.deployScript}
@@ -55,6 +57,8 @@ export function appRole(settings: AppSettings): HostRole {
       { path: APP_PATHS.deployConf, mode: "0644", content: renderDeployConfig(settings) },
       { path: APP_PATHS.envFile, mode: "0600", content: renderEnvFile(settings) },
       { path: APP_PATHS.secretEnvFile, mode: "0600", content: renderSecretEnvFile(settings) },
+      // Comments only without sentryDsn, so removing it from the stack removes it from the host.
+      { path: APP_PATHS.sentryEnvFile, mode: "0600", content: renderSentryEnvFile(settings) },
       // Empty without registry credentials, so removing them from the stack removes them from the host.
       { path: APP_PATHS.registryPasswordFile, mode: "0600", content: settings.appRegistryPassword },
     ],
@@ -83,6 +87,12 @@ export const role = defineRole<typeof appSettingsSchema, AppInputs>({
       description: "Password or token for appRegistryUser's private registry. Optional; set it encrypted: pulumi config set --secret leaninfra:appRegistryPassword ...",
       placeholder: (s) => (s.appRegistryUser ? placeholderPassword("app-registry-password") : ""),
     },
+    sentryDsn: {
+      from: "secretConfig",
+      key: "sentryDsn",
+      description:
+        "DSN of a Sentry project (or a Sentry-compatible service), https://<public key>@<host>/<project id>: the app's containers get SENTRY_DSN, SENTRY_RELEASE (the release) and SENTRY_ENVIRONMENT (the stack). Optional; set it encrypted: pulumi config set --secret leaninfra:sentryDsn ...",
+    },
   },
   // The monitoring role probes the public URL at the health path.
   offers: (s) => ({ appHealthPath: s.appHealthPath }),
@@ -108,6 +118,7 @@ export const role = defineRole<typeof appSettingsSchema, AppInputs>({
       appMemoryMb,
       appPidsLimit: s.appPidsLimit,
       appCapabilities: s.appCapabilities,
+      stack: s.stack,
       ...inputs,
     });
   },

@@ -13,6 +13,11 @@ export const APP_PATHS = Object.freeze({
   envFile: `${LAYOUT.secrets}/app.env`,
   secretEnvFile: `${LAYOUT.secrets}/app-secrets.env`,
   registryPasswordFile: `${LAYOUT.secrets}/app-registry-password`,
+  /**
+   * SENTRY_DSN and SENTRY_ENVIRONMENT (sentryDsn): apart from the env files, which the restore drill's
+   * container gets too, so the drill never reports its copy's errors as production's.
+   */
+  sentryEnvFile: `${LAYOUT.secrets}/app-sentry.env`,
   /** The deploy history (one release per line) that image pruning reads. */
   stateDir: `${LAYOUT.state}/app`,
   metricsFile: `${LAYOUT.textfileDir}/leaninfra_app.prom`,
@@ -44,6 +49,16 @@ export function renderSecretEnvFile(settings: AppSettings): string {
   return `${lines.join("\n")}\n`;
 }
 
+/** The error reporting env file: SENTRY_DSN and SENTRY_ENVIRONMENT with sentryDsn, else comments only. Root-only on the host. */
+export function renderSentryEnvFile(settings: AppSettings): string {
+  const lines = [`# ${MANAGED}`, "# Error reporting of the app container (sentryDsn); the deploy adds SENTRY_RELEASE, the release it starts."];
+  if (settings.sentryDsn) {
+    lines.push(`SENTRY_DSN=${settings.sentryDsn}`);
+    if (settings.stack) lines.push(`SENTRY_ENVIRONMENT=${settings.stack}`);
+  }
+  return `${lines.join("\n")}\n`;
+}
+
 /** The settings leaninfra-deploy sources: bash assignments, every value single-quoted. */
 export function renderDeployConfig(settings: AppSettings): string {
   return [
@@ -56,6 +71,8 @@ export function renderDeployConfig(settings: AppSettings): string {
     shellAssignment("registry_user", settings.appRegistryUser),
     shellAssignment("registry_password_file", APP_PATHS.registryPasswordFile),
     shellAssignment("env_files", [APP_PATHS.envFile, APP_PATHS.secretEnvFile]),
+    "# Error reporting (sentryDsn): SENTRY_DSN and SENTRY_ENVIRONMENT, for the app's containers only ('' = none).",
+    shellAssignment("sentry_env_file", settings.sentryDsn ? APP_PATHS.sentryEnvFile : ""),
     shellAssignment("container_port", settings.appPort),
     shellAssignment("health_path", settings.appHealthPath),
     shellAssignment("health_timeout_seconds", settings.appHealthTimeoutSeconds),

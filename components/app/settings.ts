@@ -114,6 +114,9 @@ export function appMemoryLimitMb(appMemoryMb: number, serverMemoryMb: number): n
   return appMemoryMb > 0 ? appMemoryMb : Math.floor(serverMemoryMb / 2);
 }
 
+/** What the deploy gives the app's container for error reporting when sentryDsn is set; the config may not set them. */
+export const SENTRY_ENV = ["SENTRY_DSN", "SENTRY_RELEASE", "SENTRY_ENVIRONMENT"] as const;
+
 /** What the app role gets beyond its config keys: the secret config keys and the other roles' offers. */
 export type AppInputs = {
   /** Given to the container as DATABASE_URL, e.g. "postgresql://app:PW@host.docker.internal:5432/app" (the postgres role's offer). */
@@ -124,6 +127,8 @@ export type AppInputs = {
   appSecretEnv: string;
   /** The registry password, with appRegistryUser ("" for none). */
   appRegistryPassword: string;
+  /** A Sentry (or Sentry-compatible) DSN, https://<public key>@<host>/<project id>; "" or undefined for none. */
+  sentryDsn?: string;
 };
 
 /**
@@ -132,7 +137,11 @@ export type AppInputs = {
  * [] for none, appRegistryUser "" for none) and its inputs. The secret ones only ever land in
  * root-only 0600 files on the host.
  */
-export type AppSettings = z.output<typeof appSettingsSchema> & AppInputs;
+export type AppSettings = z.output<typeof appSettingsSchema> &
+  AppInputs & {
+    /** The Pulumi stack's name: SENTRY_ENVIRONMENT, with sentryDsn. */
+    stack?: string;
+  };
 
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 // Docker's reference grammar: optional registry host[:port], then lowercase path components.
@@ -174,6 +183,27 @@ export function secretEnvEntries(secretEnv: string): { line: number; text: strin
     .split("\n")
     .map((text, i) => ({ line: i + 1, text: text.replace(/\r$/, "") }))
     .filter(({ text }) => text.trim() !== "" && !text.trimStart().startsWith("#"));
+}
+
+/**
+ * What is wrong with a Sentry DSN, never quoting it (it is a secret): undefined when it is
+ * https://<public key>[:<secret key>]@<host>[:port][/<path>]/<project id>, as Sentry's SDKs read it.
+ */
+export function sentryDsnProblem(dsn: unknown): string | undefined {
+  if (typeof dsn !== "string" || /\s/.test(dsn) || CONTROL.test(dsn)) return "must be one URL without spaces";
+  let url: URL;
+  try {
+    url = new URL(dsn);
+  } catch {
+    return "is not a URL";
+  }
+  if (url.protocol !== "https:") return `has scheme "${url.protocol}", not https: (the SDK would send errors, with their data, in clear text)`;
+  if (url.username === "") return "names no public key before the @";
+  if (!/^[A-Za-z0-9]+$/.test(url.username) || !/^[A-Za-z0-9]*$/.test(url.password)) return "has a key that is not letters and digits";
+  if (url.hostname === "") return "names no host";
+  if (url.search !== "" || url.hash !== "") return "has a query or fragment, which a DSN never has";
+  if (!/^(\/[A-Za-z0-9._~-]+)*\/[0-9]+$/.test(url.pathname)) return "does not end with /<project id> (digits)";
+  return undefined;
 }
 
 /**
@@ -240,6 +270,9 @@ export function appSettingsProblems(settings: AppSettings): string[] {
     if (CONTROL.test(entry)) add(where, `${shown} has control characters or newlines in its value (accepted: one line of text)`);
     if ((RESERVED_APP_ENV as readonly string[]).includes(key)) {
       add(where, `sets ${key}, which LeanInfra provides itself: the deploy sets ${RESERVED_APP_ENV.join(", ")} (accepted: any other KEY=value)`);
+    } else if ((SENTRY_ENV as readonly string[]).includes(key)) {
+      // In the env files the restore drill's container would get it too, and report the copy's errors as production's.
+      add(where, `sets ${key}, which the deploy sets from the secret leaninfra:sentryDsn (accepted: set the DSN there: pulumi config set --secret leaninfra:sentryDsn https://<key>@<host>/<project id>)`);
     } else if (keys.has(key)) {
       add(where, `sets ${key}, which ${keys.get(key)} already sets (accepted: each KEY once in appEnv and appSecretEnv)`);
     }
@@ -268,6 +301,11 @@ export function appSettingsProblems(settings: AppSettings): string[] {
   };
   url("databaseUrl", s.databaseUrl, ["postgresql", "postgres"], "postgresql://app:PASSWORD@host.docker.internal:5432/app");
   if (s.redisUrl !== undefined && s.redisUrl !== "") url("redisUrl", s.redisUrl, ["redis", "rediss"], "redis://host.docker.internal:6379/0");
+
+  if (s.sentryDsn !== undefined && s.sentryDsn !== "") {
+    const problem = sentryDsnProblem(s.sentryDsn);
+    if (problem) add("sentryDsn", `${problem} (accepted: https://<public key>@<host>/<project id>, e.g. https://0123abcd@o1.ingest.sentry.io/42; the value is secret and not shown)`);
+  }
 
   if (!wholeNumber(s.appPort, 1, 65535)) add("appPort", `${JSON.stringify(s.appPort)} must be a port number, 1 to 65535 (e.g. 8000)`);
   if (typeof s.appHealthPath !== "string" || !HEALTH_PATH.test(s.appHealthPath) || s.appHealthPath.length > 200) {

@@ -15,7 +15,9 @@ import {
   renderDeployConfig,
   renderEnvFile,
   renderSecretEnvFile,
+  renderSentryEnvFile,
   role as appDefinition,
+  sentryDsnProblem,
 } from "../../components/app";
 import { DOCKER_PATHS } from "../../components/docker";
 import { SettingsError, StackFacts, placeholderInputs, placeholderPassword } from "../../components/host/define";
@@ -27,6 +29,8 @@ import { TEST_FACTS } from "../lib/facts";
 const DB_PASSWORD = "db-pw-91c3e7a0-never-print";
 const REGISTRY_PASSWORD = "reg-pw-2b7f0d55-never-print";
 const API_TOKEN = "tok-5d8e1a9c-never-print";
+const SENTRY_KEY = "5e7c0ffee1d0never9print";
+const SENTRY_DSN = `https://${SENTRY_KEY}@o1.ingest.sentry.io/42`;
 
 function settings(overrides: Partial<AppSettings> = {}): AppSettings {
   return {
@@ -35,7 +39,9 @@ function settings(overrides: Partial<AppSettings> = {}): AppSettings {
     appRegistryUser: "acme-bot",
     appRegistryPassword: REGISTRY_PASSWORD,
     appEnv: ["GREETING=hello world", "FEATURE_X=on"],
-    appSecretEnv: `# comment\n\nAPI_TOKEN=${API_TOKEN}\nSENTRY_DSN=https://k@o1.ingest.sentry.io/2\n`,
+    appSecretEnv: `# comment\n\nAPI_TOKEN=${API_TOKEN}\nMAIL_URL=smtp://k@mail.example.com/2\n`,
+    sentryDsn: SENTRY_DSN,
+    stack: "test",
     databaseUrl: `postgresql://app:${DB_PASSWORD}@host.docker.internal:5432/app`,
     redisUrl: "redis://host.docker.internal:6379/0",
     appPort: 8000,
@@ -102,7 +108,53 @@ test("the app role: modes, secrets in root-only files, apply and health check", 
 
   const bundle = renderRoleBundle(role);
   const header = bundle.split("\nset -Eeuo pipefail")[0];
-  for (const secret of [DB_PASSWORD, REGISTRY_PASSWORD, API_TOKEN]) assert.ok(!header.includes(secret) && !role.description.includes(secret));
+  for (const secret of [DB_PASSWORD, REGISTRY_PASSWORD, API_TOKEN, SENTRY_KEY]) assert.ok(!header.includes(secret) && !role.description.includes(secret));
+});
+
+test("sentryDsn: SENTRY_DSN and SENTRY_ENVIRONMENT in their own root-only file, named in deploy.conf apart from the env files (the restore drill reads those); without it nothing is set", () => {
+  const role = appRole(settings());
+  assert.ok(APP_PATHS.sentryEnvFile.startsWith(`${LAYOUT.secrets}/`));
+  const sentry = file(role, APP_PATHS.sentryEnvFile);
+  assert.equal(sentry.mode, "0600");
+  assert.match(sentry.content, new RegExp(`^SENTRY_DSN=${SENTRY_DSN.replace(/[./]/g, "\\$&")}\nSENTRY_ENVIRONMENT=test\n$`, "m"));
+  assert.equal(sentry.content, renderSentryEnvFile(settings()));
+  assert.match(renderDeployConfig(settings()), new RegExp(`^sentry_env_file='${APP_PATHS.sentryEnvFile}'$`, "m"));
+  assert.match(renderDeployConfig(settings()), new RegExp(`^env_files=\\('${LAYOUT.secrets}/app\\.env' '${LAYOUT.secrets}/app-secrets\\.env'\\)$`, "m"), "the DSN file is not one of the env files");
+  for (const f of [APP_PATHS.envFile, APP_PATHS.secretEnvFile]) assert.doesNotMatch(file(role, f).content, /SENTRY/);
+  assert.ok(!renderDeployConfig(settings()).includes(SENTRY_KEY), "deploy.conf names the file, never the DSN");
+
+  for (const none of [settings({ sentryDsn: "" }), settings({ sentryDsn: undefined })]) {
+    const r = appRole(none);
+    assert.doesNotMatch(file(r, APP_PATHS.sentryEnvFile).content, /^[A-Z]/m, "comments only, so removing the key removes the DSN from the host");
+    assert.match(renderDeployConfig(none), /^sentry_env_file=''$/m);
+  }
+  // The script: the file's env, and SENTRY_RELEASE (the tag) beside RELEASE, only with the file.
+  const script = deployScript();
+  assert.match(script, /if \[\[ -n \$sentry_env_file \]\]; then files\+=\("\$sentry_env_file"\); fi/);
+  assert.match(script, /if \[\[ -n \$sentry_env_file \]\]; then release_options\+=\(--env "SENTRY_RELEASE=\$\(log_name "\$1"\)"\); fi/);
+  assert.equal(script.match(/release_opts "\$want"\n/g)?.length, 2, "the migration and the service both get the release's options");
+  assert.match(script, /--log-driver journald --log-opt labels=leaninfra\.release/);
+});
+
+test("sentryDsnProblem: https://<key>@<host>/<project id> accepted, anything else refused without quoting the DSN", () => {
+  for (const ok of ["https://abc123@o1.ingest.sentry.io/42", "https://abc:def@sentry.example.com/7", "https://k1@sentry.example.com:8443/sentry/12", "https://e0f@glitchtip.example.org/1"]) {
+    assert.equal(sentryDsnProblem(ok), undefined, ok);
+  }
+  const bad: Array<[string, RegExp]> = [
+    ["http://abc@o1.ingest.sentry.io/42", /scheme "http:", not https:/],
+    ["https://o1.ingest.sentry.io/42", /no public key/],
+    ["https://abc@o1.ingest.sentry.io/", /does not end with \/<project id>/],
+    ["https://abc@o1.ingest.sentry.io/project", /does not end with \/<project id>/],
+    ["https://abc@o1.ingest.sentry.io/42?x=1", /query or fragment/],
+    ["https://a%20b@o1.ingest.sentry.io/42", /key that is not letters and digits/],
+    ["abc@o1.ingest.sentry.io/42", /is not a URL/],
+    ["https://abc@o1.ingest.sentry.io/42 ", /without spaces/],
+  ];
+  for (const [dsn, expected] of bad) {
+    const problem = sentryDsnProblem(dsn) ?? "";
+    assert.match(problem, expected, dsn);
+    assert.ok(!problem.includes("abc"), `the DSN is never quoted: ${problem}`);
+  }
 });
 
 test("deploy.conf, sourced by real bash, gives the deploy script exactly the settings and the layout", () => {
@@ -115,6 +167,7 @@ printf '%s\\n' "$image" "$release" "$registry_host" "$registry_user" "$container
   "$drain_seconds" "$keep_images" "$host_alias" "$blue_port" "$green_port" "$upstream_file" "$release_file" "$deploy_log" "$metrics_file"
 printf '[%s]' "\${migration_command[@]}"; echo
 printf '[%s]' "\${env_files[@]}"; echo
+printf '[%s]\\n' "$sentry_env_file"
 printf '%s %s [%s]\\n' "$memory_mb" "$pids_limit" "\${capabilities[*]}"`;
     const result = spawnSync("bash", ["-c", script, "bash", conf], { encoding: "utf8" });
     assert.equal(result.status, 0, result.stderr);
@@ -126,6 +179,7 @@ printf '%s %s [%s]\\n' "$memory_mb" "$pids_limit" "\${capabilities[*]}"`;
         LAYOUT.app.deployLog, `${LAYOUT.textfileDir}/leaninfra_app.prom`,
         "[sh][-c][npm run migrate -- --name 'it''s $HOME']",
         `[${LAYOUT.secrets}/app.env][${LAYOUT.secrets}/app-secrets.env]`,
+        `[${LAYOUT.secrets}/app-sentry.env]`,
         "1536 512 [SETUID SETGID]",
         "",
       ].join("\n"),
@@ -211,6 +265,12 @@ const BAD: [string, Partial<AppSettings>, RegExp][] = [
   ["keep no images", { appKeepImages: 0 }, /^appKeepImages 0 must be a whole number, 1 to 100/],
   ["migration not a list", { appMigrationCommand: "npm run migrate" as unknown as string[] }, /^appMigrationCommand must be a list of arguments/],
   ["migration with an empty argument", { appMigrationCommand: ["npm", ""] }, /^appMigrationCommand\[1\] must be a non-empty one-line string/],
+  ["Sentry DSN over http", { sentryDsn: `http://${SENTRY_KEY}@o1.ingest.sentry.io/42` }, /^sentryDsn has scheme "http:", not https: .*\(accepted: https:\/\/<public key>@<host>\/<project id>, e\.g\. .*; the value is secret and not shown\)$/],
+  ["Sentry DSN without project id", { sentryDsn: `https://${SENTRY_KEY}@o1.ingest.sentry.io` }, /^sentryDsn does not end with \/<project id> \(digits\)/],
+  ["Sentry DSN without key", { sentryDsn: "https://o1.ingest.sentry.io/42" }, /^sentryDsn names no public key/],
+  ["SENTRY_DSN in appSecretEnv", { appSecretEnv: `SENTRY_DSN=${SENTRY_DSN}` }, /^appSecretEnv line 1 sets SENTRY_DSN, which the deploy sets from the secret leaninfra:sentryDsn/],
+  ["SENTRY_RELEASE in appEnv", { appEnv: ["SENTRY_RELEASE=x"] }, /^appEnv\[0\] sets SENTRY_RELEASE, which the deploy sets from the secret leaninfra:sentryDsn/],
+  ["SENTRY_ENVIRONMENT in appEnv", { appEnv: ["SENTRY_ENVIRONMENT=prod"] }, /^appEnv\[0\] sets SENTRY_ENVIRONMENT/],
 ];
 
 /** The stack-wide facts render gets beside the app's slice (the app reads none of them). */
@@ -218,8 +278,8 @@ const FACTS: StackFacts = { ...TEST_FACTS, stack: "test", staticPathPrefixes: []
 
 /** The definition's render, called the way the stack calls it: the slice with the facts, and the inputs. */
 function renderDefinition(s: AppSettings) {
-  const { databaseUrl, redisUrl, appSecretEnv, appRegistryPassword, ...slice } = s;
-  return appDefinition.render({ ...slice, ...FACTS }, { databaseUrl, redisUrl, appSecretEnv, appRegistryPassword });
+  const { databaseUrl, redisUrl, appSecretEnv, appRegistryPassword, sentryDsn, stack: _stack, ...slice } = s;
+  return appDefinition.render({ ...slice, ...FACTS }, { databaseUrl, redisUrl, appSecretEnv, appRegistryPassword, sentryDsn });
 }
 
 for (const [what, overrides, expected] of BAD) {
@@ -233,8 +293,8 @@ for (const [what, overrides, expected] of BAD) {
       );
     }
     for (const p of problems) {
-      assert.match(p, /^(app[A-Z][A-Za-z]*|databaseUrl|redisUrl)(\[\d+\]| line \d+)? /, `a problem must start with the config key: ${p}`);
-      for (const secret of [DB_PASSWORD, REGISTRY_PASSWORD, API_TOKEN]) assert.ok(!p.includes(secret), `a problem quotes a secret: ${p}`);
+      assert.match(p, /^(app[A-Z][A-Za-z]*|databaseUrl|redisUrl|sentryDsn)(\[\d+\]| line \d+)? /, `a problem must start with the config key: ${p}`);
+      for (const secret of [DB_PASSWORD, REGISTRY_PASSWORD, API_TOKEN, SENTRY_KEY]) assert.ok(!p.includes(secret), `a problem quotes a secret: ${p}`);
     }
   });
 }
@@ -275,6 +335,7 @@ test("the app definition: its config keys with defaults and descriptions, on whe
   assert.deepEqual(appDefinition.inputs?.redisUrl, { from: "role", role: "redis", offer: "redisUrl" });
   assert.equal(appDefinition.inputs?.appSecretEnv.from, "secretConfig");
   assert.equal(appDefinition.inputs?.appRegistryPassword.from, "secretConfig");
+  assert.deepEqual({ ...appDefinition.inputs?.sentryDsn, description: "" }, { from: "secretConfig", key: "sentryDsn", description: "" });
 });
 
 test("the app definition renders the same role as appRole, from placeholders too", () => {
@@ -282,7 +343,7 @@ test("the app definition renders the same role as appRole, from placeholders too
   const slice = { ...appDefinition.settings.parse({ appImage: "ghcr.io/acme/shop", appTag: "1.0.0" }), ...FACTS };
   const offers = new Map([["postgres", { databaseUrl: `postgresql://app:${placeholderPassword("postgres-app-password")}@host.docker.internal:5432/app` }]]);
   const inputs = placeholderInputs(appDefinition as never, slice, offers, {});
-  assert.deepEqual(inputs, { databaseUrl: offers.get("postgres")?.databaseUrl, redisUrl: undefined, appSecretEnv: "", appRegistryPassword: "" });
+  assert.deepEqual(inputs, { databaseUrl: offers.get("postgres")?.databaseUrl, redisUrl: undefined, appSecretEnv: "", appRegistryPassword: "", sentryDsn: "" });
   const role = appDefinition.render(slice, inputs as never);
   assert.doesNotMatch(role.files.find((f) => f.path === APP_PATHS.secretEnvFile)?.content ?? "", /REDIS_URL/, "no Redis, no REDIS_URL");
   // A registry user gets a placeholder password, so the config check passes without the secret.

@@ -15,7 +15,8 @@
 # let the old slot drain -> stop the old slot -> remove old images. Until nginx is switched, a failure
 # (or SIGINT/SIGTERM/SIGHUP) leaves the serving release and nginx exactly as they were. The app's own
 # output (migration, container) goes to the journal only, never to this script's output: it may carry
-# secrets, and the output of `pulumi up` is kept in its state and CI logs.
+# secrets, and the output of `pulumi up` is kept in its state and CI logs. Every journal line of a
+# container carries its release in the field LEANINFRA_RELEASE (journalctl LEANINFRA_RELEASE=1.8.4).
 set -euo pipefail
 shopt -s inherit_errexit
 export LC_ALL=C
@@ -30,6 +31,7 @@ registry_host=''
 registry_user=''
 registry_password_file=''
 env_files=()
+sentry_env_file=''
 container_port=''
 health_path=''
 health_timeout_seconds=''
@@ -74,6 +76,7 @@ serving_config=''
 serving_running=''
 serving_digest=''
 common_opts=()
+release_options=()
 config_digest=''
 
 load_conf() {
@@ -112,20 +115,29 @@ slot_port() { if [[ $1 == blue ]]; then echo "$blue_port"; else echo "$green_por
 container_options() {
   # No capability but those the app declares, no privilege gained through setuid files, bounded memory
   # (swap included) and processes: a compromised or runaway app cannot take the server with it.
-  common_opts=(--init --add-host "$host_alias:host-gateway" --log-driver journald --label leaninfra.role=app
-    --cap-drop ALL --security-opt no-new-privileges --memory "${memory_mb}m" --memory-swap "${memory_mb}m"
-    --pids-limit "$pids_limit")
-  local file cap
+  # The journal gets the container's leaninfra.release label as the field LEANINFRA_RELEASE.
+  common_opts=(--init --add-host "$host_alias:host-gateway" --log-driver journald --log-opt labels=leaninfra.release
+    --label leaninfra.role=app --cap-drop ALL --security-opt no-new-privileges --memory "${memory_mb}m"
+    --memory-swap "${memory_mb}m" --pids-limit "$pids_limit")
+  local file cap files=("${env_files[@]}")
+  if [[ -n $sentry_env_file ]]; then files+=("$sentry_env_file"); fi
   for cap in "${capabilities[@]}"; do common_opts+=(--cap-add "$cap"); done
-  for file in "${env_files[@]}"; do
+  for file in "${files[@]}"; do
     if [[ ! -r $file ]]; then die "env file $file is missing: apply the app role (pulumi up) first"; fi
     common_opts+=(--env-file "$file")
   done
   common_opts+=(--env "PORT=$container_port")
   config_digest=$({
     printf '%s\n' "$image" "$container_port" "${common_opts[@]}"
-    cat -- "${env_files[@]}"
+    cat -- "${files[@]}"
   } | sha256sum | cut -c1-16)
+}
+
+# What a container of release $1 gets beyond common_opts: RELEASE, with sentryDsn SENTRY_RELEASE (the
+# tag: Sentry reads name@version, which a pinned digest is not), and the label the journal field reads.
+release_opts() {
+  release_options=(--env "RELEASE=$1" --label "leaninfra.release=$1")
+  if [[ -n $sentry_env_file ]]; then release_options+=(--env "SENTRY_RELEASE=$(log_name "$1")"); fi
 }
 
 need_docker() {
@@ -269,7 +281,8 @@ run_migration() {
   tag=app-migrate-$(log_name "$want")
   say "running the migration in $ref: ${migration_command[*]} (its output: journalctl -t $tag)"
   docker rm --force app-migrate >/dev/null 2>&1 || true
-  docker run --rm --name app-migrate "${common_opts[@]}" --env "RELEASE=$want" \
+  release_opts "$want"
+  docker run --rm --name app-migrate "${common_opts[@]}" "${release_options[@]}" \
     --log-opt "tag=$tag" -- "$ref" "${migration_command[@]}" </dev/null >/dev/null 2>&1 || rc=$?
   if ((rc != 0)); then
     die "the migration of release $want failed (exit $rc; its output: journalctl -t $tag); $(serving_now) keeps serving, nginx was not touched"
@@ -286,8 +299,9 @@ start_new() {
   fi
   say "starting $new_name: $ref on 127.0.0.1:$port"
   new_started=1
+  release_opts "$want"
   docker run --detach --name "$new_name" --restart unless-stopped --publish "127.0.0.1:$port:$container_port" \
-    "${common_opts[@]}" --env "RELEASE=$want" --label "leaninfra.release=$want" --label "leaninfra.config=$config_digest" \
+    "${common_opts[@]}" "${release_options[@]}" --label "leaninfra.config=$config_digest" \
     --label "leaninfra.digest=$ran_digest" --log-opt "tag=app-$(log_name "$want")" -- "$ref" >/dev/null
 }
 
