@@ -155,7 +155,7 @@ interface PromAnswer {
   data?: { resultType: string; result: unknown };
 }
 
-test("Debian 13's Prometheus runs every PromQL query of the dashboards against backfilled series, without error and with data; nginx -t takes the Grafana server beside the proxy's config; the role refuses when Grafana's key cannot be fetched", { timeout: 30 * 60_000 }, async (t) => {
+test("Debian 13's Prometheus runs every PromQL query of the dashboards against backfilled series, without error and with data; nginx -t takes the Grafana server beside the proxy's config; Grafana's apt key is refused when it cannot be fetched or has another fingerprint, and a matching one is installed with a deb822 source; systemd reads the unit's drop-in", { timeout: 30 * 60_000 }, async (t) => {
   const port = await freePort();
   const end = Math.floor(Date.now() / 1000 / 15) * 15 - 120;
   const queries = dashboardQueries(OBJECTIVE).filter((q) => q.datasource === "prometheus");
@@ -265,11 +265,42 @@ curl() { local out=""; while [ $# -gt 0 ]; do if [ "$1" = -o ]; then out=$2; fi;
 export -f curl
 cat >/root/apply.sh
 set +e
-(source /root/apply.sh); echo "exit $?"
+(set -e; source /root/apply.sh); echo "exit $?"
 test ! -e ${GRAFANA_APT.keyring} && test ! -e ${GRAFANA_APT.sources} && echo "nothing installed"`, { stdin: role.apply! });
     assert.match(wrongKey.stdout, /exit 1/, show(wrongKey));
     assert.match(wrongKey.stderr, new RegExp(`refused Grafana's apt key from https://apt\\.grafana\\.com/gpg\\.key: its fingerprint is '[0-9A-F]{40}', not ${GRAFANA_APT.fingerprint}`), show(wrongKey));
     assert.match(wrongKey.stdout, /nothing installed/);
+
+    // The accepted path, with the generated key standing in for Grafana's (its fingerprint put in the
+    // rendered script): the key and a deb822 source naming it; the package itself is out of reach here,
+    // and Debian's own lists still update.
+    const accepted = root.run(`export GNUPGHOME=$(mktemp -d)
+gpg --batch --import /root/not-grafana.asc 2>/dev/null
+fpr=$(gpg --batch --with-colons --show-keys /root/not-grafana.asc | awk -F: '$1 == "fpr" { print $10; exit }')
+curl() { local out=""; while [ $# -gt 0 ]; do if [ "$1" = -o ]; then out=$2; fi; shift; done; cp /root/not-grafana.asc "$out"; }
+export -f curl
+sed "s/^readonly fingerprint=.*/readonly fingerprint='$fpr'/" >/root/apply-accepted.sh
+(set -e; source /root/apply-accepted.sh); echo "exit $?"
+stat -c '%a %U' ${GRAFANA_APT.keyring}
+cat ${GRAFANA_APT.sources}
+apt-get update -qq >/dev/null 2>&1; echo "debian update exit $?"`, { stdin: role.apply! });
+    assert.match(accepted.stdout, /^installed Grafana's apt key [0-9A-F]{40} as \/etc\/apt\/keyrings\/grafana\.asc$/m, show(accepted));
+    assert.match(accepted.stdout, /^wrote \/etc\/apt\/sources\.list\.d\/grafana\.sources$/m);
+    assert.match(accepted.stdout, /^644 root$/m);
+    assert.match(accepted.stdout, /^Types: deb\nURIs: https:\/\/apt\.grafana\.com\nSuites: stable\nComponents: main\nSigned-By: \/etc\/apt\/keyrings\/grafana\.asc$/m);
+    assert.match(accepted.stdout, /^exit 1$/m, "apt cannot reach apt.grafana.com here: the install fails, visibly");
+    assert.match(accepted.stderr, /apt-get could not install grafana from https:\/\/apt\.grafana\.com/, show(accepted));
+    assert.doesNotMatch(accepted.stdout, /installed grafana|plugin/, "nothing after the failed install ran");
+    assert.match(accepted.stdout, /^debian update exit 0$/m, "an unreachable Grafana repository does not stop apt-get update for the other roles");
+
+    // systemd's parser reads the unit's drop-in (on a stand-in grafana-server.service: the package's unit is not installable here).
+    fs.writeFileSync(root.hostPath("/etc/systemd/system/grafana-server.service"), "[Unit]\nDescription=stand-in for the grafana package's unit\n[Service]\nExecStart=/bin/true\n");
+    const verify = root.run(`systemd-analyze verify --man=no grafana-server.service 2>&1; echo "exit $?"
+cp ${GRAFANA_PATHS.dropIn} /root/drop-in && echo 'LoadCredentials=x:/y' >>${GRAFANA_PATHS.dropIn}
+systemd-analyze verify --man=no grafana-server.service 2>&1; cp /root/drop-in ${GRAFANA_PATHS.dropIn}`);
+    const [clean, misspeltKey] = verify.stdout.split(/^exit \d+$/m);
+    assert.doesNotMatch(clean, /leaninfra\.conf|Unknown key|Failed to parse|Invalid/, verify.stdout);
+    assert.match(misspeltKey, /leaninfra\.conf:\d+: Unknown key/, `the check bites:\n${verify.stdout}`);
   });
   t.diagnostic("not tested here: installing Grafana from apt.grafana.com, its plugin from grafana.com, and Grafana reading the provisioning and dashboards (no route to either)");
 });

@@ -94,8 +94,12 @@ fi
 
 installed_now=0
 if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
+  # apt-get update only warns about a repository it cannot reach; the install then says so.
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "$package" >/dev/null
+  if ! apt-get install -y -qq --no-install-recommends "$package" >/dev/null; then
+    echo "apt-get could not install $package from $repo_uri (apt-get update above says whether it was reached); Grafana stays off until the next run" >&2
+    exit 1
+  fi
   echo "installed $package $(dpkg-query -W -f='${Version}' "$package") from $repo_uri"
   installed_now=1
 elif ((repo_changed)); then
@@ -105,7 +109,10 @@ fi
 restart=0
 plugin_json="$plugins_dir/$plugin_id/plugin.json"
 if [ "$(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' "$plugin_json" 2>/dev/null | head -n 1)" != "$plugin_version" ]; then
-  grafana cli --homepath /usr/share/grafana --pluginsDir "$plugins_dir" plugins install "$plugin_id" "$plugin_version" >/dev/null
+  if ! grafana cli --homepath /usr/share/grafana --pluginsDir "$plugins_dir" plugins install "$plugin_id" "$plugin_version" >/dev/null; then
+    echo "grafana cli could not install the plugin $plugin_id $plugin_version from grafana.com" >&2
+    exit 1
+  fi
   chown -R grafana:grafana -- "$plugins_dir"
   echo "installed the Grafana plugin $plugin_id $plugin_version"
   restart=1
