@@ -4,6 +4,7 @@ import * as app from "../components/app";
 import * as backups from "../components/backups";
 import * as base from "../components/base";
 import * as docker from "../components/docker";
+import * as grafana from "../components/grafana";
 import * as monitoring from "../components/monitoring";
 import * as postgres from "../components/postgres";
 import * as proxy from "../components/proxy";
@@ -21,4 +22,6 @@ export const ROLES = [
   backups.role,
   // Monitoring after every role it watches: their alert rules, PostgreSQL's monitor role, nginx's stub_status.
   monitoring.role,
+  // Grafana after monitoring: its dashboards read Prometheus and the SLO objective (sloObjectivePercent).
+  grafana.role,
 ] as const;
