@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as http from "node:http";
@@ -110,4 +110,57 @@ export async function serveRelease(dir: string): Promise<ReleaseServer> {
     requests,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
+}
+
+export interface LocalVictoriaLogs {
+  /** http://127.0.0.1:<port> */
+  url: string;
+  port: number;
+  /** Sends entries in the journal export format to /insert/journald/upload, as systemd-journal-upload does. */
+  uploadJournal(entries: Record<string, string>[]): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * The cached VictoriaLogs binary on a free loopback port with a temp data directory and the logs role's
+ * flags for stream fields (`args` adds more), for tests that need no booted root. Waits for /health.
+ */
+export async function startVictoriaLogs(args: string[] = []): Promise<LocalVictoriaLogs> {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "leaninfra-vl-"));
+  const port = await new Promise<number>((resolve, reject) => {
+    const probe = net.createServer();
+    probe.on("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const p = (probe.address() as net.AddressInfo).port;
+      probe.close(() => resolve(p));
+    });
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const child = spawn(victoriaLogsBinary(), [`-httpListenAddr=127.0.0.1:${port}`, `-storageDataPath=${dataDir}`, "-journald.streamFields=_SYSTEMD_UNIT,SYSLOG_IDENTIFIER", ...args], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let stderr = "";
+  child.stderr?.setEncoding("utf8").on("data", (d: string) => (stderr = (stderr + d).slice(-4000)));
+  const stop = async () => {
+    if (child.exitCode === null) {
+      child.kill("SIGTERM");
+      await new Promise((r) => child.once("exit", r));
+    }
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  };
+  for (let i = 0; ; i++) {
+    const ok = await fetch(`${url}/health`).then((r) => r.ok, () => false);
+    if (ok) break;
+    if (i > 100 || child.exitCode !== null) {
+      await stop();
+      throw new Error(`VictoriaLogs did not start on ${url}:\n${stderr}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const uploadJournal = async (entries: Record<string, string>[]) => {
+    const body = entries.map((e) => Object.entries(e).map(([k, v]) => `${k}=${v}\n`).join("")).join("\n") + "\n";
+    const response = await fetch(`${url}/insert/journald/upload`, { method: "POST", headers: { "content-type": "application/vnd.fdo.journal" }, body });
+    if (!response.ok) throw new Error(`VictoriaLogs refused the journal upload: ${response.status} ${await response.text()}`);
+  };
+  return { url, port, uploadJournal, stop };
 }
