@@ -69,8 +69,14 @@ export function grafanaSettingsProblems(s: GrafanaSettings): string[] {
   if (!s.grafana) return problems;
   if (typeof s.grafanaHostname !== "string" || !HOSTNAME_LABEL.test(s.grafanaHostname)) {
     add("grafanaHostname", `${JSON.stringify(s.grafanaHostname)} is not a host name label (accepted: a-z, 0-9 and '-', e.g. grafana)`);
-  } else if (s.grafanaHostname === "www" || s.grafanaHostname === s.staticHostname || s.extraHostnames.includes(s.grafanaHostname)) {
-    add("grafanaHostname", `"${s.grafanaHostname}" is already one of the site's names (www, staticHostname or extraHostnames; accepted: another label, e.g. grafana)`);
+  } else if (s.extraHostnames.includes(s.grafanaHostname)) {
+    // nginx would hold two servers for the name: the proxy's placeholder (404) and Grafana's.
+    add(
+      "grafanaHostname",
+      `"${s.grafanaHostname}" is also listed in extraHostnames, whose names answer 404: the grafana role points ${s.grafanaHostname}.${s.domain} at the server and serves it itself (accepted: remove "${s.grafanaHostname}" from extraHostnames, or another grafanaHostname)`,
+    );
+  } else if (s.grafanaHostname === "www" || s.grafanaHostname === s.staticHostname) {
+    add("grafanaHostname", `"${s.grafanaHostname}" is already one of the site's names (www or staticHostname; accepted: another label, e.g. grafana)`);
   }
   const objective = s.sloObjectivePercent;
   if (typeof objective !== "number" || !(objective > 0 && objective < 100)) {

@@ -174,7 +174,7 @@ test("refusals name the key, the value and what is accepted", () => {
   };
   assert.match(problems({ grafanaHostname: "www" })[0], /^grafanaHostname "www" is already one of the site's names .*accepted: another label/);
   assert.match(problems({ grafanaHostname: "static", staticHostname: "static" })[0], /^grafanaHostname "static" is already/);
-  assert.match(problems({ grafanaHostname: "dash", extraHostnames: ["dash"] })[0], /^grafanaHostname "dash" is already/);
+  assert.match(problems({ grafanaHostname: "dash", extraHostnames: ["dash"] })[0], /^grafanaHostname "dash" is also listed in extraHostnames, whose names answer 404: .*accepted: remove "dash" from extraHostnames, or another grafanaHostname/);
   assert.match(problems({ grafanaHostname: "Grafana!" })[0], /^grafanaHostname "Grafana!" is not a host name label \(accepted: /);
   assert.match(problems({ sloObjectivePercent: undefined })[0], /^sloObjectivePercent undefined is not an objective .*monitoring role/);
   assert.match(problems({ sloObjectivePercent: 100 })[0], /^sloObjectivePercent 100 /);
