@@ -6,31 +6,43 @@ import * as logs from "@grafana/grafana-foundation-sdk/logs";
 import * as prometheus from "@grafana/grafana-foundation-sdk/prometheus";
 import * as stat from "@grafana/grafana-foundation-sdk/stat";
 import * as timeseries from "@grafana/grafana-foundation-sdk/timeseries";
+import { role as monitoringRole } from "../monitoring";
+import { SLO_PERIOD_DAYS, leLabel } from "../monitoring/slo";
+import { REQUEST_METRICS } from "../proxy/request-metrics";
 import { DATASOURCES } from "./render";
 
 /** The dashboards' uids: fixed, so links and bookmarks survive a re-render. */
 export const DASHBOARD_UIDS = Object.freeze({ owner: "leaninfra-owner", logs: "leaninfra-logs" });
 
-/** What the dashboards read from the stack: the availability objective (the monitoring role's sloObjectivePercent). */
+/** What the dashboards read from the stack: the monitoring role's SLO (sloObjectivePercent, sloLatencyMs). */
 export interface DashboardSettings {
   sloObjectivePercent: number;
+  sloLatencyMs: number;
+}
+
+/** The monitoring role's defaults for its SLO keys. */
+export function defaultDashboardSettings(): DashboardSettings {
+  const shape = monitoringRole.settings.shape;
+  return { sloObjectivePercent: shape.sloObjectivePercent.parse(undefined), sloLatencyMs: shape.sloLatencyMs.parse(undefined) };
 }
 
 const PROMETHEUS: DataSourceRef = { type: DATASOURCES.prometheus.type, uid: DATASOURCES.prometheus.uid };
 const VICTORIALOGS: DataSourceRef = { type: DATASOURCES.victorialogs.type, uid: DATASOURCES.victorialogs.uid };
 
-/** The SLO window of the error budget: 30 days, as the monitoring role's burn-rate rules. */
-export const SLO_WINDOW = "30d";
+/** The SLO period the budgets are a share of, as the monitoring role keeps it. */
+export const SLO_WINDOW = `${SLO_PERIOD_DAYS}d`;
 
 // Request metrics from nginx's access log (proxy role): code is the class ("5xx"), route a route group.
-const REQUESTS = "leaninfra_http_requests_total";
-const DURATION_BUCKET = "leaninfra_http_request_duration_seconds_bucket";
+const REQUESTS = REQUEST_METRICS.requests;
+const DURATION = REQUEST_METRICS.duration;
+const DURATION_BUCKET = `${DURATION}_bucket`;
 
 /** The PromQL of the owner's page, by panel title; `$__rate_interval` is Grafana's. */
 export function ownerQueries(s: DashboardSettings): Record<string, Record<string, string>> {
-  const budget = (1 - s.sloObjectivePercent / 100).toPrecision(6).replace(/0+$/, "");
-  const errorRatio = (window: string) =>
-    `(sum(increase(${REQUESTS}{code="5xx"}[${window}])) or vector(0)) / sum(increase(${REQUESTS}[${window}]))`;
+  const budget = Number((1 - s.sloObjectivePercent / 100).toPrecision(12));
+  // The two SLO signals as the monitoring role records them: failed (5xx) and slow requests, each with its own budget.
+  const errorRatio = `(sum(increase(${REQUESTS}{code="5xx"}[${SLO_WINDOW}])) or vector(0)) / (sum(increase(${REQUESTS}[${SLO_WINDOW}])) > 0)`;
+  const slowRatio = `1 - sum(increase(${DURATION_BUCKET}{le="${leLabel(s.sloLatencyMs)}"}[${SLO_WINDOW}])) / (sum(increase(${DURATION}_count[${SLO_WINDOW}])) > 0)`;
   const quantile = (q: number) => `histogram_quantile(${q}, sum by (le) (rate(${DURATION_BUCKET}[$__rate_interval])))`;
   return {
     "Errors (5xx ratio)": {
@@ -39,7 +51,8 @@ export function ownerQueries(s: DashboardSettings): Record<string, Record<string
     "Request rate by route": { "{{route}}": `sum by (route) (rate(${REQUESTS}[$__rate_interval]))` },
     "Latency": { p50: quantile(0.5), p95: quantile(0.95), p99: quantile(0.99) },
     [`Error budget left (${SLO_WINDOW}, objective ${s.sloObjectivePercent}%)`]: {
-      "budget left": `1 - (${errorRatio(SLO_WINDOW)}) / ${budget}`,
+      "5xx": `1 - (${errorRatio}) / ${budget}`,
+      [`slower than ${s.sloLatencyMs} ms`]: `1 - (${slowRatio}) / ${budget}`,
     },
     "Database size": { "{{datname}}": "sum by (datname) (pg_database_size_bytes)" },
     "Redis memory": { used: "redis_memory_used_bytes", "max (maxmemory)": "redis_memory_max_bytes" },
@@ -162,7 +175,7 @@ function substitute(expr: string): string {
  * Every query the dashboards hold (panels and annotations), with the template variables replaced by
  * TEST_VARIABLES: what a test runs against a live Prometheus and VictoriaLogs.
  */
-export function dashboardQueries(s: DashboardSettings): { dashboard: string; panel: string; datasource: "prometheus" | "victorialogs"; expr: string }[] {
+export function dashboardQueries(s: DashboardSettings = defaultDashboardSettings()): { dashboard: string; panel: string; datasource: "prometheus" | "victorialogs"; expr: string }[] {
   const out: { dashboard: string; panel: string; datasource: "prometheus" | "victorialogs"; expr: string }[] = [];
   for (const dashboard of [ownerDashboard(s), logsDashboard()]) {
     for (const annotation of dashboard.annotations?.list ?? []) {

@@ -43,8 +43,9 @@ export interface GrafanaSettings {
   /** The names the site already serves: Grafana's may not be one of them. */
   staticHostname: string;
   extraHostnames: readonly string[];
-  /** The availability objective of the monitoring role (its sloObjectivePercent): the error-budget panel. */
+  /** The monitoring role's SLO (its sloObjectivePercent and sloLatencyMs): the error-budget panel. */
   sloObjectivePercent: number | undefined;
+  sloLatencyMs: number | undefined;
   adminPassword: string;
   secretKey: string;
 }
@@ -83,6 +84,12 @@ export function grafanaSettingsProblems(s: GrafanaSettings): string[] {
     add(
       "sloObjectivePercent",
       `${JSON.stringify(objective)} is not an objective between 0 and 100: Grafana's error-budget panel reads the monitoring role's sloObjectivePercent (accepted: the monitoring role in infra/roles.ts, or grafana false)`,
+    );
+  }
+  if (typeof s.sloLatencyMs !== "number" || !(s.sloLatencyMs > 0)) {
+    add(
+      "sloLatencyMs",
+      `${JSON.stringify(s.sloLatencyMs)} is not a latency in ms: Grafana's error-budget panel reads the monitoring role's sloLatencyMs (accepted: the monitoring role in infra/roles.ts, or grafana false)`,
     );
   }
   for (const key of ["adminPassword", "secretKey"] as const) {
@@ -156,7 +163,7 @@ export function grafanaRole(s: GrafanaSettings): HostRole {
 
   const hostname = `${s.grafanaHostname}.${s.domain}`;
   const served = servedOnItsName(s);
-  const dashboards = renderDashboards({ sloObjectivePercent: s.sloObjectivePercent as number });
+  const dashboards = renderDashboards({ sloObjectivePercent: s.sloObjectivePercent as number, sloLatencyMs: s.sloLatencyMs as number });
   const files: RoleFile[] = [
     { path: G.adminPassword, mode: "0600", content: s.adminPassword, onChange: restartGrafana },
     { path: G.secretKey, mode: "0600", content: s.secretKey, onChange: restartGrafana },
@@ -205,8 +212,8 @@ export const role = defineRole({
     secretKey: { from: "password", resource: "grafana-secret-key" },
   },
   render: (s, { adminPassword, secretKey }: { adminPassword: string; secretKey: string }) => {
-    // The objective is the monitoring role's key; the settings carry every role's keys.
-    const objective = (s as unknown as { sloObjectivePercent?: unknown }).sloObjectivePercent;
+    // The SLO is the monitoring role's keys; the settings carry every role's keys.
+    const slo = s as unknown as { sloObjectivePercent?: unknown; sloLatencyMs?: unknown };
     return grafanaRole({
       grafana: s.grafana,
       grafanaHostname: s.grafanaHostname,
@@ -214,7 +221,8 @@ export const role = defineRole({
       cdnProxy: s.cdnProxy,
       staticHostname: s.staticHostname,
       extraHostnames: s.extraHostnames,
-      sloObjectivePercent: typeof objective === "number" ? objective : undefined,
+      sloObjectivePercent: typeof slo.sloObjectivePercent === "number" ? slo.sloObjectivePercent : undefined,
+      sloLatencyMs: typeof slo.sloLatencyMs === "number" ? slo.sloLatencyMs : undefined,
       adminPassword,
       secretKey,
     });

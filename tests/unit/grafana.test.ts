@@ -39,6 +39,7 @@ const settings = (over: Partial<GrafanaSettings> = {}): GrafanaSettings => ({
   staticHostname: "",
   extraHostnames: [],
   sloObjectivePercent: 99.9,
+  sloLatencyMs: 500,
   adminPassword: ADMIN_PASSWORD,
   secretKey: SECRET_KEY,
   ...over,
@@ -178,6 +179,7 @@ test("refusals name the key, the value and what is accepted", () => {
   assert.match(problems({ grafanaHostname: "Grafana!" })[0], /^grafanaHostname "Grafana!" is not a host name label \(accepted: /);
   assert.match(problems({ sloObjectivePercent: undefined })[0], /^sloObjectivePercent undefined is not an objective .*monitoring role/);
   assert.match(problems({ sloObjectivePercent: 100 })[0], /^sloObjectivePercent 100 /);
+  assert.match(problems({ sloLatencyMs: undefined })[0], /^sloLatencyMs undefined is not a latency in ms: .*monitoring role's sloLatencyMs/);
   assert.match(problems({ adminPassword: "short" })[0], /^adminPassword must be 16 or more/);
   assert.ok(!problems({ adminPassword: "short" }).join("\n").includes("short\""), "the value of a secret is never quoted");
   assert.deepEqual(problems({ grafana: false, grafanaHostname: "www", sloObjectivePercent: undefined }), [], "off: nothing to check");
@@ -188,10 +190,14 @@ test("refusals name the key, the value and what is accepted", () => {
 });
 
 test("the role definition reads the monitoring role's objective from the settings and renders from its inputs", () => {
-  const s = { ...TEST_FACTS, grafana: true, grafanaHostname: "grafana", sloObjectivePercent: 99.5 };
+  const s = { ...TEST_FACTS, grafana: true, grafanaHostname: "grafana", sloObjectivePercent: 99.5, sloLatencyMs: 250 };
   const role = grafanaDefinition.render(s as never, { adminPassword: ADMIN_PASSWORD, secretKey: SECRET_KEY });
   const owner = JSON.parse(role.files.find((f) => f.path.endsWith("leaninfra-owner.json"))!.content);
-  assert.ok(owner.panels.some((p: { title: string }) => p.title.includes("objective 99.5%")));
+  const budget = owner.panels.find((p: { title: string }) => p.title.includes("objective 99.5%"));
+  assert.ok(budget, "the error-budget panel names the objective");
+  assert.deepEqual(budget.targets.map((t: { legendFormat: string }) => t.legendFormat), ["5xx", "slower than 250 ms"]);
+  assert.match(budget.targets[1].expr, /le="0\.25"/, "the latency bound as the bucket mtail prints");
+  assert.match(budget.targets[0].expr, /\/ 0\.005$/, "the budget: 100 % - 99.5 %");
   assert.throws(() => grafanaDefinition.render({ ...s, sloObjectivePercent: undefined } as never, { adminPassword: ADMIN_PASSWORD, secretKey: SECRET_KEY }), SettingsError);
   assert.deepEqual(grafanaDefinition.inputs, {
     adminPassword: { from: "password", resource: "grafana-admin-password" },
