@@ -132,11 +132,16 @@ test("app role: zero-downtime deploy, rollback and a broken release, through ngi
       assert.equal(info.database_host, "host.docker.internal:5432/app");
       for (const name of ["API_TOKEN", "DATABASE_URL", "REDIS_URL", "RELEASE", "PORT", "LOG_LEVEL", "GREETING"]) assert.ok(info.env_names.includes(name), `${name} missing in ${info.env_names}`);
       assert.match(must(root, `journalctl --no-pager -o cat SYSLOG_IDENTIFIER=app-${V1}`), /test-app build=a release=v1: listening on port 8000/, "the journal's tag carries the release");
+      // The release is a field of every journal line of the app's containers (Docker's journald labels option).
+      assert.match(must(root, `journalctl --no-pager -o cat LEANINFRA_RELEASE=${V1}`), /test-app build=a release=v1: listening on port 8000/, "the field LEANINFRA_RELEASE carries the release");
+      assert.match(must(root, `journalctl --no-pager -o cat LEANINFRA_RELEASE=${V1} SYSLOG_IDENTIFIER=app-migrate-${V1}`), /migration started/, "the migration's lines carry it too");
+      assert.ok(!info.env_names.some((n: string) => n.startsWith("SENTRY_")), `without sentryDsn nothing is set: ${info.env_names}`);
       assert.equal(fs.readFileSync(root.hostPath(LAYOUT.nginx.upstream), "utf8"), "server 127.0.0.1:8002;\n");
       assert.equal(fs.readFileSync(root.hostPath(LAYOUT.nginx.release), "utf8"), `set $leaninfra_release "${V1}";\n`);
 
-      // 2. v2 over v1, under load.
-      const b = await deployUnderLoad(root, pki, { ...v1, appTag: V2 });
+      // 2. v2 over v1, under load, now with sentryDsn: its container gets SENTRY_DSN, SENTRY_RELEASE and SENTRY_ENVIRONMENT.
+      const sentryDsn = "https://5e7c0ffee1d0never9print@sentry.example.com/42";
+      const b = await deployUnderLoad(root, pki, { ...v1, appTag: V2, sentryDsn, stack: "test" });
       assert.equal(b.result.code, 0, show(b.result));
       assert.match(b.result.stdout, /^\[app\] deployed: release v2 serves from slot blue /m);
       assertNoFailures(b.load, "v2 over v1");
@@ -148,6 +153,11 @@ test("app role: zero-downtime deploy, rollback and a broken release, through ngi
       const lastV1 = Math.max(...b.load.samples.filter((s) => s.release === V1).map((s) => s.endMs));
       timings.push(`v2 over v1: bundle ${b.result.ms} ms, ${b.load.sent} requests, ${b.load.failed} failed, switch ${firstV2 - healthy!} ms after health ok, last v1 answer ${lastV1 - firstV2} ms after the first v2 answer`);
       assert.equal(appContainers(root), `app-blue ${V2} running`, "the old slot is stopped and removed after the drain");
+      const sentryEnv = must(root, `docker inspect app-blue --format '{{range .Config.Env}}{{println .}}{{end}}' | grep '^SENTRY_' | sort`);
+      assert.equal(sentryEnv, `SENTRY_DSN=${sentryDsn}\nSENTRY_ENVIRONMENT=test\nSENTRY_RELEASE=${V2}\n`);
+      assert.equal(must(root, `stat -c '%a %U' ${APP_PATHS.sentryEnvFile}`), "600 root\n");
+      assert.ok(!b.result.stdout.includes("5e7c0ffee") && !b.result.stderr.includes("5e7c0ffee"), "the DSN is never printed");
+      assert.match(must(root, `journalctl --no-pager -o cat LEANINFRA_RELEASE=${V2}`), /test-app build=b release=v2: listening on port 8000/);
       const accessLog = fs.readFileSync(root.hostPath("/var/log/nginx/access.log"), "utf8");
       assert.match(accessLog, /"release":"v1"/, "nginx logs the release with every request");
       assert.match(accessLog, /"release":"v2"/);
@@ -162,6 +172,7 @@ test("app role: zero-downtime deploy, rollback and a broken release, through ngi
       assertNoFailures(back.load, "rollback to v1");
       assertSwitch(back.load, V2, V1, Date.now() - 500);
       timings.push(`rollback to v1 (registry down): bundle ${back.result.ms} ms, ${back.load.sent} requests, ${back.load.failed} failed`);
+      assert.equal(must(root, `docker inspect app-green --format '{{range .Config.Env}}{{println .}}{{end}}' | grep -c '^SENTRY_' || true`).trim(), "0", "sentryDsn removed: nothing set");
 
       // 4. A broken release: never healthy; v1 keeps serving, the bundle fails with its log lines.
       await startRegistry(root, REGISTRY_MOUNT);
