@@ -154,6 +154,9 @@ LimitNOFILE=65536
 UMask=0027
 ReadWritePaths=${LOGS_PATHS.dataDir}
 ${SANDBOX}
+# Beyond @system-service: VictoriaLogs asks mincore(2) whether a data file's pages are in memory before it
+# reads them through mmap, and stops when that is refused (found under systemd in the booted-root test).
+SystemCallFilter=mincore
 
 [Install]
 WantedBy=multi-user.target

@@ -101,6 +101,8 @@ test("VictoriaLogs' unit: loopback only, data on the volume, retention, the memo
     "NoNewPrivileges=yes",
     "CapabilityBoundingSet=",
     "IPAddressDeny=any",
+    "SystemCallFilter=@system-service",
+    "SystemCallFilter=mincore",
     "WantedBy=multi-user.target",
   ]) {
     assert.ok(lines.includes(line), line);
