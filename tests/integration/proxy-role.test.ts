@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import cloudflareIps from "../../infra/data/cloudflare-ips.json";
 import * as path from "node:path";
-import { ACCESS_LOG_FIELDS, ACME, NGINX_FILES, ProxySettings, proxyHostnames, proxyRole, renderMaintenancePage } from "../../components/proxy";
+import { ACCESS_LOG_FIELDS, ACME, MTAIL, NGINX_FILES, NGINX_JOURNAL_TAGS, ProxySettings, REQUEST_METRICS, proxyHostnames, proxyRole, renderMaintenancePage } from "../../components/proxy";
 import { renderRoleBundle } from "../../components/host/bundle";
 import { LAYOUT } from "../../components/host/layout";
 import { DebianRoot, RunResult, show, withDebianRoot } from "../lib/debian-root";
@@ -361,6 +361,17 @@ echo probes-done`;
       assert.equal(byId("while-down")?.status, 503);
       assert.equal(byId(header(ok, "x-request-id"))?.path, "/hello");
       assert.equal(entries.filter((e) => e.status === 429).length, 3);
+      // The route group of each request: the app's by path (static prefixes, other), not_app where nginx answers alone.
+      const routeOf = (host: string, path: string) => entries.find((e) => e.host === host && e.path === path)?.route;
+      assert.equal(givenLine.route, "other");
+      assert.equal(routeOf("example.com", "/assets/big"), "static");
+      assert.equal(routeOf("static.example.com", "/assets/app.css"), "static");
+      assert.equal(routeOf("static.example.com", "/account"), "not_app", "the static host's 404 is nginx's");
+      assert.equal(routeOf("www.example.com", "/some/path"), "not_app", "the www redirect");
+      assert.equal(routeOf("grafana.example.com", "/"), "not_app", "an extra name's 404");
+      assert.equal(routeOf("example.com", "/x"), "not_app", "the http-to-https redirect");
+      assert.equal(byId("while-down")?.route, "other", "the maintenance page keeps the request's route");
+      for (const e of entries) assert.match(String(e.route), /^(other|static|not_app)$/, JSON.stringify(e));
     });
   } finally {
     pki.dispose();
@@ -512,6 +523,56 @@ test("proxy role under systemd: nginx runs and reloads in its sandbox, certbot.s
         if (served !== installed) await new Promise((r) => setTimeout(r, 250));
       }
       assert.equal(served, installed, "nginx serves the renewed certificate");
+
+      // The request metrics and the journal: mtail.service runs with the role's drop-in (loopback, its
+      // sandbox), nginx's access lines reach the journal as JSON from inside nginx's sandbox, and a
+      // rotation by Debian's logrotate config loses nothing for mtail.
+      assert.equal(must(root, "systemctl is-active mtail; systemctl is-enabled mtail").trim(), "active\nenabled");
+      assert.match(must(root, "systemctl show -p DropInPaths --value mtail"), /mtail\.service\.d\/leaninfra\.conf/);
+      assert.equal(must(root, "systemctl show -p User --value mtail; systemctl show -p NoNewPrivileges --value mtail; systemctl show -p MemoryMax --value mtail").trim(), `mtail\nyes\n${128 * 1024 * 1024}`);
+      assert.equal(must(root, `ss -ltnpH | awk '/"mtail"/ {print $4}'`).trim(), `${MTAIL.address}:${MTAIL.port}`, "mtail listens on loopback only");
+      // The renewed certificate's CA is not the test PKI's: the TLS side is tested above.
+      const resolve = "--resolve example.com:443:127.0.0.1 --insecure";
+      const longPath = `/journal-long/${"x".repeat(5000)}`;
+      must(root, `curl -s -o /dev/null ${resolve} -H 'X-Request-ID: journal-probe-1' https://example.com/journal-probe; curl -s -o /dev/null ${resolve} -H 'X-Request-ID: journal-probe-2' https://example.com${longPath}`);
+      // --all: without it journalctl -o json prints a field of 4096 bytes or more as null.
+      const journalLines = async (id: string) => {
+        for (let i = 0; i < 40; i++) {
+          const out = must(root, `journalctl --no-pager --all -o json -t ${NGINX_JOURNAL_TAGS.access} | grep -F '${id}' || true`).trim();
+          if (out) return out.split("\n").map((l) => JSON.parse(l) as Record<string, string>);
+          await new Promise((r) => setTimeout(r, 250));
+        }
+        return [];
+      };
+      const [probe] = await journalLines("journal-probe-1");
+      assert.ok(probe, "the access line is in the journal");
+      assert.equal(probe.SYSLOG_IDENTIFIER, NGINX_JOURNAL_TAGS.access);
+      const line = JSON.parse(probe.MESSAGE) as Record<string, unknown>;
+      assert.deepEqual(Object.keys(line), ACCESS_LOG_FIELDS.map(([key]) => key));
+      assert.deepEqual([line.request_id, line.route, line.status, line.release, line.path], ["journal-probe-1", "other", 503, "none", "/journal-probe"]);
+      const [long] = await journalLines("journal-probe-2");
+      assert.equal((JSON.parse(long?.MESSAGE ?? "{}") as Record<string, unknown>).path, longPath, "a 5000-character path arrives whole");
+      console.log(`  nginx's access line in the journal: ${probe.MESSAGE.length} characters, the long one ${long.MESSAGE.length}`);
+
+      const series = new RegExp(`^${REQUEST_METRICS.requests}\\{code="5xx",route="other"\\} (\\d+)$`, "m");
+      const fiveHundreds = async (atLeast: number) => {
+        let text = "";
+        for (let i = 0; i < 40; i++) {
+          text = must(root, `curl -fsS ${MTAIL.url}`);
+          if (Number(series.exec(text)?.[1] ?? 0) >= atLeast) break;
+          await new Promise((r) => setTimeout(r, 250));
+        }
+        return { text, count: Number(series.exec(text)?.[1] ?? 0) };
+      };
+      // No app behind nginx here: both probes were answered 503 by the maintenance page.
+      const before = await fiveHundreds(2);
+      assert.ok(before.count >= 2, before.text);
+      assert.match(before.text, new RegExp(`^${REQUEST_METRICS.duration}_bucket\\{route="other",le="0\\.5"\\} \\d+$`, "m"));
+      const rotated = root.run(`logrotate --force /etc/logrotate.d/nginx && ls ${NGINX_FILES.accessLog}.1 && sleep 1 && curl -s -o /dev/null ${resolve} https://example.com/after-rotation && sleep 0.5 && cat ${NGINX_FILES.accessLog}`);
+      assert.equal(rotated.code, 0, show(rotated));
+      assert.match(rotated.stdout, /"path":"\/after-rotation"/, "nginx writes to the new file after logrotate");
+      const after = await fiveHundreds(before.count + 1);
+      assert.equal(after.count, before.count + 1, `mtail counts the line written after the rotation:\n${after.text}`);
     });
   } finally {
     pki.dispose();
