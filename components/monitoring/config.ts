@@ -171,7 +171,7 @@ export interface AlertmanagerSettings {
 }
 
 /** Alertmanager's timing for one person: pages every 4 h until fixed, tickets once a day. */
-export const ALERT_TIMING = Object.freeze({ groupWait: "30s", groupInterval: "5m", pageRepeat: "4h", ticketRepeat: "24h", watchdog: "1m" });
+export const ALERT_TIMING = Object.freeze({ groupWait: "30s", groupInterval: "5m", pageRepeat: "4h", ticketRepeat: "24h", watchdog: "1m", watchdogRepeat: "50s" });
 
 function ownerReceiver(s: AlertmanagerSettings) {
   switch (s.alertReceiver) {
@@ -228,8 +228,10 @@ export function renderAlertmanagerYml(s: AlertmanagerSettings): string {
           matchers: ['alertname="Watchdog"'],
           receiver: "heartbeat",
           group_wait: "0s",
+          // Alertmanager looks every group_interval and resends once repeat_interval has passed since the
+          // last send: a repeat of exactly 1m is just short of due at the next look, and would send every 2 minutes.
           group_interval: t.watchdog,
-          repeat_interval: t.watchdog,
+          repeat_interval: t.watchdogRepeat,
         },
         { matchers: ['severity="page"'], receiver: "owner", repeat_interval: t.pageRepeat },
         { matchers: ['severity="ticket"'], receiver: "owner", repeat_interval: t.ticketRepeat },

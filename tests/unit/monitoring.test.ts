@@ -164,7 +164,7 @@ test("alertmanager.yml: one receiver per kind, secrets only in root:prometheus 0
     assert.equal(am.route.receiver, "owner");
     assert.deepEqual([am.route.group_wait, am.route.group_interval], ["30s", "5m"]);
     const [watchdog, page, ticket] = am.route.routes;
-    assert.deepEqual(watchdog, { matchers: ['alertname="Watchdog"'], receiver: "heartbeat", group_wait: "0s", group_interval: "1m", repeat_interval: "1m" });
+    assert.deepEqual(watchdog, { matchers: ['alertname="Watchdog"'], receiver: "heartbeat", group_wait: "0s", group_interval: "1m", repeat_interval: "50s" });
     assert.deepEqual([page.matchers, page.receiver, page.repeat_interval], [['severity="page"'], "owner", "4h"]);
     assert.deepEqual([ticket.matchers, ticket.receiver, ticket.repeat_interval], [['severity="ticket"'], "owner", "24h"]);
     assert.deepEqual(am.inhibit_rules, [{ source_matchers: ['severity="page"'], target_matchers: ['severity="ticket"'] }]);
