@@ -2,7 +2,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { stringify } from "yaml";
 import { LAYOUT } from "../host/layout";
-import { AUTH_ZONE } from "../proxy/nginx";
+import { AUTH_ZONE, NOT_APP_ROUTE_LINE } from "../proxy/nginx";
 import { fillTemplate as fillProxyTemplate } from "../proxy/template";
 
 /** The grafana role's templates and scripts. */
@@ -161,6 +161,7 @@ export function renderGrafanaNginxConf(s: { hostname: string }): string {
   return fill("grafana-nginx.conf", {
     hostname: s.hostname,
     release_file: LAYOUT.nginx.release,
+    not_app_route: NOT_APP_ROUTE_LINE,
     security_headers: securityHeaders.join("\n    "),
     auth_zone: AUTH_ZONE,
     login_burst: GRAFANA_LOGIN_BURST,

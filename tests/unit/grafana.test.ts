@@ -114,6 +114,8 @@ test("nginx: one TLS server for the Grafana host, proxied to loopback, WebSocket
   assert.match(conf, /location \/api\/live\/ \{[^}]*proxy_set_header Upgrade \$http_upgrade;[^}]*proxy_set_header Connection \$leaninfra_connection;/);
   assert.match(conf, /location = \/login \{\s+limit_req zone=leaninfra_auth burst=\d+ nodelay;/);
   assert.match(conf, /add_header Strict-Transport-Security/);
+  // Grafana's requests stay out of the app's request metrics (the mtail program skips route not_app).
+  assert.match(conf, /^\s+set \$leaninfra_route not_app;$/m);
   assert.doesNotMatch(conf, /\{\{|#:/);
 });
 
