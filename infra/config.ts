@@ -216,9 +216,9 @@ export const coreSchema = z
       .default("apex")
       .describe("Which name serves the site: apex (example.com, www redirects to it) or www (www.example.com, the apex redirects)."),
     extraHostnames: z
-      .array(z.string().regex(HOSTNAME_LABEL, { message: "is not a host name label (accepted: a-z, 0-9 and '-', e.g. grafana)" }))
+      .array(z.string().regex(HOSTNAME_LABEL, { message: "is not a host name label (accepted: a-z, 0-9 and '-', e.g. status)" }))
       .default([])
-      .describe("Further names under domain that point at the server through Cloudflare, e.g. [grafana]."),
+      .describe("Further names under domain that point at the server through Cloudflare, e.g. [status] (Grafana has its own key, grafanaHostname)."),
     staticHostname: z
       .string()
       .refine((v) => v === "" || HOSTNAME_LABEL.test(v), { message: "is not a host name label (accepted: e.g. static, or empty for none)" })
@@ -545,10 +545,15 @@ function describeIssue(issue: z.core.$ZodIssue, shape: Record<string, z.ZodType>
   }
 }
 
-/** The declared Pulumi type of each key, used to decode the strings Pulumi hands the program. */
-export function declaredType(schema: z.core.JSONSchema.BaseSchema): "string" | "integer" | "boolean" | "array" {
+/**
+ * The type of each key, used to decode the strings Pulumi hands the program. A fractional number
+ * ("number", e.g. sloObjectivePercent 99.95) has no type in Pulumi.yaml, which knows string, integer,
+ * boolean and array only: it is declared there as a string (an unquoted 99.95 in the stack file is
+ * accepted as one) and decoded here as a number.
+ */
+export function declaredType(schema: z.core.JSONSchema.BaseSchema): "string" | "integer" | "number" | "boolean" | "array" {
   const type = schema.type;
-  if (type === "string" || type === "integer" || type === "boolean" || type === "array") return type;
+  if (type === "string" || type === "integer" || type === "number" || type === "boolean" || type === "array") return type;
   throw new Error(`config key type ${String(type)} cannot be declared in Pulumi.yaml`);
 }
 
@@ -696,6 +701,22 @@ export function roleSettingsProblems(cfg: StackConfig, roles: readonly AnyRoleDe
   return problems;
 }
 
+/**
+ * The secret keys the enabled roles need for these settings (their placeholder is not empty), e.g.
+ * alertWebhookUrl with alertReceiver webhook: the plan says which are not set yet.
+ */
+export function neededSecretKeys(cfg: StackConfig, roles: readonly AnyRoleDefinition[] = ROLES): string[] {
+  const settings = cfg as unknown as RoleSettings<z.ZodObject>;
+  const needed: string[] = [];
+  for (const role of roles) {
+    if (role.enabled && !role.enabled(settings)) continue;
+    for (const input of Object.values(role.inputs ?? {})) {
+      if (input.from === "secretConfig" && input.placeholder && input.placeholder(settings) !== "") needed.push(input.key);
+    }
+  }
+  return needed;
+}
+
 /** The user data the Host would render: Hetzner's 32 KiB cap is a config problem, not a failed `pulumi up`. */
 function userDataProblems(cfg: CoreConfig & { fqdn: string }): string[] {
   try {
@@ -778,11 +799,12 @@ export function pulumiConfigDeclarations(roles: readonly AnyRoleDefinition[] = R
   const model = modelOf(roles);
   const out: Record<string, PulumiConfigDeclaration> = {};
   for (const [key, schema] of Object.entries(model.keySchemas)) {
-    const declaration: PulumiConfigDeclaration = { type: declaredType(schema), description: String(schema.description) };
+    const type = declaredType(schema);
+    const declaration: PulumiConfigDeclaration = { type: type === "number" ? "string" : type, description: String(schema.description) };
     if (declaration.type === "array") {
       declaration.items = { type: String((schema.items as z.core.JSONSchema.BaseSchema).type) };
     }
-    if (schema.default !== undefined) declaration.default = schema.default;
+    if (schema.default !== undefined) declaration.default = type === "number" ? String(schema.default) : schema.default;
     out[key] = declaration;
   }
   for (const [key, secret] of Object.entries(model.secretKeys)) {

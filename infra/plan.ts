@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { parse } from "yaml";
-import { ConfigError, PROJECT, StackConfig, validateConfig } from "./config";
+import { ConfigError, PROJECT, StackConfig, neededSecretKeys, validateConfig } from "./config";
 import { CostEstimate, estimateMonthlyCost } from "./cost";
 import cloudflareIps from "./data/cloudflare-ips.json";
 import { RecordedResource, SECRET, UNKNOWN, runWithMocks, settle } from "./mock-run";
@@ -102,8 +102,11 @@ export async function buildPlan(stack: string, options: { root?: string; outDir?
   if (cfg.cdnProxy) {
     notes.push(`Cloudflare IP ranges: snapshot recorded ${cloudflareIps.recordedOn} (infra/data/cloudflare-ips.json); \`pulumi up\` reads the live list.`);
   }
+  if (!(`${PROJECT}:heartbeatUrl` in stackFile.config)) {
+    notes.push(`Not set: ${PROJECT}:heartbeatUrl, the dead man's switch; without it nobody hears when alerting itself stops (pulumi config set --secret ${PROJECT}:heartbeatUrl https://...).`);
+  }
   if (stackFile.secretKeys.length) notes.push(`Encrypted values shown as ${SECRET}: ${stackFile.secretKeys.join(", ")}.`);
-  for (const needed of ["hcloud:token", "cloudflare:apiToken", `${PROJECT}:backupApiToken`]) {
+  for (const needed of ["hcloud:token", "cloudflare:apiToken", `${PROJECT}:backupApiToken`, ...neededSecretKeys(cfg).map((key) => `${PROJECT}:${key}`)]) {
     if (!(needed in stackFile.config)) notes.push(`Not set yet, needed by \`pulumi up\`: ${needed} (pulumi config set --secret ${needed} ...).`);
   }
 

@@ -201,6 +201,7 @@ export function buildStack(cfg: StackConfig, options: BuildOptions = {}): BuiltS
     },
     // Let's Encrypt's HTTP-01 check needs the names to resolve to this server first.
     dependsOn: { proxy: cfg.cdnProxy ? undefined : edge.records },
+    offline: options.offline,
   });
   host.applyRoles(roles);
   /** Keep a copy off the VM: without it the encrypted backups cannot be read. */

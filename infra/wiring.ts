@@ -25,6 +25,8 @@ export interface RoleWiring {
   stackInputs: Readonly<Record<string, pulumi.Input<unknown>>>;
   /** Resources a role must wait for, by role name (e.g. DNS records before certbot). */
   dependsOn?: Readonly<Record<string, pulumi.Resource[] | undefined>>;
+  /** Under mocks (the offline plan, component tests): an unset secret config key gets its placeholder. */
+  offline?: boolean;
 }
 
 /**
@@ -56,7 +58,9 @@ export function renderStackRoles(
           break;
         }
         case "secretConfig":
-          inputs[name] = config.getSecret(input.key)?.apply((value) => value ?? "") ?? "";
+          // Unset: "" (the config check has refused it if the settings need it); offline (the plan and
+          // the component tests, which cannot decrypt or leave it unset), the placeholder.
+          inputs[name] = config.getSecret(input.key)?.apply((value) => value ?? "") ?? (wiring.offline && input.placeholder ? input.placeholder(settings) : "");
           break;
         case "role":
           inputs[name] = offers.get(input.role)?.apply((offered) => offered[input.offer]);

@@ -40,7 +40,13 @@ export type RoleInput =
   /** A generated password (40 letters and digits), kept in Pulumi state under this resource name. */
   | { from: "password"; resource: string }
   /** An optional secret config key of this role (`pulumi config set --secret`); "" when unset. */
-  | { from: "secretConfig"; key: string; description: string; placeholder?(settings: RoleSettings<z.ZodObject>): string }
+  | {
+      from: "secretConfig";
+      key: string;
+      description: string;
+      /** The offline plan's stand-in; a non-empty one means the settings need this key set for `pulumi up`. */
+      placeholder?(settings: RoleSettings<z.ZodObject>): string;
+    }
   /** A connection detail another role offers (listed earlier); undefined when that role is off. */
   | { from: "role"; role: string; offer: string }
   /** A value the stack's cloud components provide (certificates, bucket credentials), wired in infra/. */
@@ -137,8 +143,11 @@ export function placeholderInputs(
         values[name] = placeholderPassword(input.resource);
         break;
       case "secretConfig": {
-        const clear = secretValues[input.key];
-        values[name] = clear !== undefined ? clear : input.placeholder ? input.placeholder(settings) : "";
+        // `pulumi up` knows every secret key (undefined: not set, checked as ""), so a secret the
+        // settings need and nobody set is refused before anything exists. The offline plan knows
+        // none and checks the placeholder.
+        if (input.key in secretValues) values[name] = secretValues[input.key] ?? "";
+        else values[name] = input.placeholder ? input.placeholder(settings) : "";
         break;
       }
       case "role":
