@@ -9,7 +9,7 @@ import { CANNED_ZONES, MINIMAL_CONFIG, cannedZone, mockCloudOutputs } from "../l
 const ZONE = CANNED_ZONES[0].id;
 const base = {
   ...MINIMAL_CONFIG,
-  extraHostnames: ["grafana"],
+  extraHostnames: ["status"],
   staticHostname: "static",
 };
 
@@ -34,8 +34,9 @@ test("every name gets proxied A and AAAA records pointing at the Host's Primary 
   const { byType } = await run({});
   const records = byType(":DnsRecord");
   const names = [...new Set(records.map((r) => r.inputs.name))].sort();
-  assert.deepEqual(names, ["example.com", "grafana.example.com", "static.example.com", "www.example.com"]);
-  assert.equal(records.length, 8);
+  // grafana.example.com: the grafana role's name (grafana: true by default).
+  assert.deepEqual(names, ["example.com", "grafana.example.com", "static.example.com", "status.example.com", "www.example.com"]);
+  assert.equal(records.length, 10);
   for (const record of records) {
     assert.equal(record.inputs.proxied, true, `${record.name} proxied`);
     assert.equal(record.inputs.ttl, 1);

@@ -43,7 +43,11 @@ test("the Host registers the server, its IPs, firewall, volume, rDNS and its rol
   assert.equal(count("hcloud:index/sshKey:SshKey"), 1);
   assert.equal(count("hcloud:index/rdns:Rdns"), 2);
   const enabled = ROLES.filter((role) => !role.enabled || role.enabled(cfg as never)).map((role) => `host-role-${role.name}`);
-  assert.deepEqual(enabled, ["host-role-base", "host-role-docker", "host-role-postgres", "host-role-proxy", "host-role-backups"], "no Redis and no app by default");
+  assert.deepEqual(
+    enabled,
+    ["host-role-base", "host-role-docker", "host-role-postgres", "host-role-proxy", "host-role-backups", "host-role-logs", "host-role-monitoring", "host-role-grafana"],
+    "no Redis and no app by default",
+  );
   assert.deepEqual(byType("command:remote:Command").map((r) => r.name), enabled, "in the order of infra/roles.ts");
   for (const r of resources.filter((r) => r.type.startsWith("hcloud:") || r.type.startsWith("command:"))) {
     assert.equal(r.parent, "leaninfra:host:Host::host", `${r.type} ${r.name} is a child of the Host`);
@@ -275,6 +279,9 @@ test("PostgreSQL gets a generated password through a secret bundle; Redis only w
     "host-role-redis": ["command:remote:Command::host-role-postgres"],
     "host-role-proxy": ["command:remote:Command::host-role-redis"],
     "host-role-backups": ["command:remote:Command::host-role-proxy"],
+    "host-role-logs": ["command:remote:Command::host-role-backups"],
+    "host-role-monitoring": ["command:remote:Command::host-role-logs"],
+    "host-role-grafana": ["command:remote:Command::host-role-monitoring"],
   });
   const redis = withRedis.byType("command:remote:Command").find((r) => r.name === "host-role-redis")!;
   assert.match(String(redis.inputs.stdin), /maxmemory-policy allkeys-lru/);

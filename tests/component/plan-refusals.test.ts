@@ -20,6 +20,8 @@ interface Refusal {
   says: string;
 }
 
+const EMAIL_RECEIVER = { alertReceiver: "email", alertEmailTo: "ops@example.com", alertEmailFrom: "alerts@example.com", alertSmtpHost: "smtp.example.com:587" };
+
 // Each role's refusals: its own keys, and the stack keys it is the one to refuse (domain for nginx...).
 const REFUSALS: Record<string, Refusal[]> = {
   base: [
@@ -47,6 +49,8 @@ const REFUSALS: Record<string, Refusal[]> = {
     { set: { authPaths: ["/login", "/assets/login"] }, key: "authPaths[1]", says: "overlaps the static path prefix /assets/" },
     { set: { authRateLimitPerMinute: 0 }, key: "authRateLimitPerMinute", says: "at least 1" },
     { set: { clientMaxBodyMb: 4096 }, key: "clientMaxBodyMb", says: "at most 1024" },
+    { set: { sloRouteGroups: ["api"] }, key: "sloRouteGroups[0]", says: "is not name=/prefix" },
+    { set: { sloRouteGroups: ["other=/x/"] }, key: "sloRouteGroups[0]", says: "is a group nginx sets itself" },
   ],
   app: [
     { set: { appImage: "ghcr.io/acme/shop", appEnv: ["LOG_LEVEL=info", "LOG_LEVEL=debug"] }, key: "appEnv[1]", says: "LOG_LEVEL" },
@@ -70,6 +74,31 @@ const REFUSALS: Record<string, Refusal[]> = {
     { set: { drillMaxDataAgeMinutes: 0 }, key: "drillMaxDataAgeMinutes", says: "at least 1" },
     { set: { drillAppEnv: ["LEANINFRA_DRILL=0"] }, key: "drillAppEnv[0]", says: "which the drill sets itself" },
     { set: { drillAppEnv: ["MAIL_DELIVERY=off", "NOTE=tab\there"] }, key: "drillAppEnv[1]", says: "printable text" },
+  ],
+  logs: [
+    { set: { victoriaLogsSha256: "ABC" }, key: "victoriaLogsSha256", says: "64 lowercase hex digits" },
+    { set: { victoriaLogsUrl: "http://mirror.example.com/vl" }, key: "victoriaLogsUrl", says: "must be the URL of a directory" },
+    { set: { logsRetentionDays: 0 }, key: "logsRetentionDays", says: "1 to 3650" },
+    { set: { logsMemoryMb: 64 }, key: "logsMemoryMb", says: "must be 128 to" },
+  ],
+  monitoring: [
+    { set: { prometheusRetentionDays: 7 }, key: "prometheusRetentionDays", says: "at least 31" },
+    { set: { prometheusRetentionSizeGb: 100 }, key: "prometheusRetentionSizeGb", says: "at most half the volume" },
+    { set: { alertReceiver: "pager" }, key: "alertReceiver", says: "email, telegram, webhook" },
+    { set: { ...EMAIL_RECEIVER, alertEmailTo: "not-an-address" }, key: "alertEmailTo", says: "must be the e-mail address alerts go to" },
+    { set: { ...EMAIL_RECEIVER, alertEmailFrom: "me" }, key: "alertEmailFrom", says: "must be the sender's e-mail address" },
+    { set: { ...EMAIL_RECEIVER, alertSmtpHost: "smtp.example.com" }, key: "alertSmtpHost", says: "host:port" },
+    { set: { ...EMAIL_RECEIVER, alertSmtpUser: "me\tyou" }, key: "alertSmtpUser", says: "not printable text" },
+    { set: { alertReceiver: "telegram", alertTelegramChatId: "abc" }, key: "alertTelegramChatId", says: "must be the numeric chat id" },
+    { set: { sloObjectivePercent: 100 }, key: "sloObjectivePercent", says: "at most 99.99" },
+    { set: { sloObjectivePercent: "ninety-nine" }, key: "sloObjectivePercent", says: "ninety-nine" },
+    { set: { sloLatencyMs: 300 }, key: "sloLatencyMs", says: "50, 100, 250, 500, 1000, 2500, 5000, 10000" },
+    { set: { appErrorLinesPerMinute: 0 }, key: "appErrorLinesPerMinute", says: "0" },
+  ],
+  grafana: [
+    { set: { grafana: "yes" }, key: "grafana", says: "true or false" },
+    { set: { grafanaHostname: "Grafana!" }, key: "grafanaHostname", says: "is not a host name label" },
+    { set: { grafanaHostname: "www" }, key: "grafanaHostname", says: "is already one of the site's names" },
   ],
 };
 

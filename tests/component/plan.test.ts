@@ -138,8 +138,9 @@ test("the plan's backups bundle sends pgBackRest to the endpoint and bucket `pul
       project: PROJECT,
       stack: "prod",
       preview: false,
-      config: { ...stackFile.config, [`${PROJECT}:backupApiToken`]: "backup-token" },
-      secretKeys: [...stackFile.secretKeys, `${PROJECT}:backupApiToken`],
+      // The secrets `pulumi up` needs for this stack file (the plan's notes list them).
+      config: { ...stackFile.config, [`${PROJECT}:backupApiToken`]: "backup-token", [`${PROJECT}:alertWebhookUrl`]: "https://ntfy.example.net/alerts" },
+      secretKeys: [...stackFile.secretKeys, `${PROJECT}:backupApiToken`, `${PROJECT}:alertWebhookUrl`],
       revealSecrets: true,
       computed: mockCloudOutputs,
     },

@@ -119,7 +119,8 @@ test("a throwaway role in its own folder is validated, ordered and rendered thro
       roles.filter((r) => r.name !== "redis" && r.name !== "app").map((r) => `host-role-${r.name}`),
     );
     const greeter = commands.find((r) => r.name === "host-role-greeter")!;
-    assert.ok(greeter.options.dependsOn.includes("command:remote:Command::host-role-backups"), "applied after the roles before it");
+    const previous = commands[commands.indexOf(greeter) - 1];
+    assert.ok(greeter.options.dependsOn.includes(`command:remote:Command::${previous.name}`), "applied after the roles before it");
 
     // Rendered: its generated password and postgres's offer reach the secret bundle; the plan's copy has placeholders.
     assert.ok(greeter.secretInputs.includes("stdin"));
