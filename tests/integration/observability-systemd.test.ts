@@ -13,16 +13,18 @@ import { LAYOUT } from "../../components/host/layout";
 import { MONITORING_PACKAGES, MONITORING_PORTS, MonitoringSettings, monitoringRole } from "../../components/monitoring";
 import { logsRole } from "../../components/logs";
 import { postgresRole } from "../../components/postgres";
+import { redisRole, role as redisDefinition } from "../../components/redis";
 import { proxyRole } from "../../components/proxy";
 import { BootedRoot, must, withBootedRoot } from "../lib/booted-root";
 import { show } from "../lib/debian-root";
+import { REDIS_PORT_LOCK, withLock } from "../lib/host-lock";
 import { S3Server, freePort } from "../lib/s3-server";
 import { buildReleaseDir, serveRelease } from "../lib/victorialogs";
 import { DOMAIN, applyRole, makeTestPki, testProxySettings } from "../fixtures/test-app/scenario";
 
 /**
  * The observability path as it runs on the VM, in a Debian 13 root booted with systemd: the stack's roles
- * (base, logs, postgres, proxy, backups, monitoring) applied twice like `pulumi up` (the second run changes
+ * (base, logs, postgres, Redis, proxy, backups, monitoring) applied twice like `pulumi up` (the second run changes
  * nothing); every Prometheus target up; a burst of 5xx through nginx fires the burn-rate page, a backup
  * that cannot reach its bucket fires the backup page, and both reach a webhook on the host through the
  * one route; the Watchdog reaches the heartbeat URL every minute; nothing of the role listens off loopback;
@@ -114,6 +116,9 @@ test("observability under systemd: every target up, a 5xx burst and a failed bac
   const pki = makeTestPki();
   const port = await freePort();
   const pgPassword = `Pg${randomBytes(12).toString("hex")}`;
+  const redis = { redisJob: "cache" as const, memoryMb: 2048, redisMaxMemoryMb: 0, password: `Rd${randomBytes(12).toString("hex")}`, adminPassword: `Ad${randomBytes(12).toString("hex")}` };
+  // The URL the redis role offers the app (and the monitoring role): the app user's password.
+  const redisUrl = redisDefinition.offers!(redis as never, { password: redis.password, adminPassword: redis.adminPassword }).redisUrl;
   const backups: BackupsRoleSettings = {
     s3: { endpoint: s3.endpoint, bucket: s3.bucket, accessKeyId: s3.accessKey, secretAccessKey: s3.secretKey },
     cipherPassphrase: `Cipher${randomBytes(16).toString("hex")}`,
@@ -147,13 +152,14 @@ test("observability under systemd: every target up, a 5xx burst and a failed bac
     heartbeatUrl: `http://127.0.0.1:${hooks.port}/heartbeat`,
     postgresPassword: `Mon${randomBytes(12).toString("hex")}`,
     postgresPort: port,
-    redisUrl: undefined,
+    redisUrl,
     appHealthPath: "/healthz",
   };
   const roles: HostRole[] = [
     baseRole({ adminUser: "ops" }),
     logsRole({ victoriaLogsSha256: release.archiveSha256, victoriaLogsUrl: releaseServer.url, logsRetentionDays: 30, logsMemoryMb: 256, serverType: "cx22", memoryMb: 4096, volumeSizeGb: 20 }),
     postgresRole({ memoryMb: 2048, vcpus: 2, postgresMaxConnections: 0, postgresDatabase: "shop", postgresUser: "shop_app", password: pgPassword, port }),
+    redisRole(redis),
     proxyRole(testProxySettings(pki)),
     backupsRole(backups),
   ];
@@ -161,7 +167,8 @@ test("observability under systemd: every target up, a 5xx burst and a failed bac
   let app: http.Server | undefined;
   let bursting = false;
   try {
-    await withBootedRoot({}, async (root) => {
+    // Redis's port is the host's (shared network namespace): one test at a time holds it.
+    await withLock(REDIS_PORT_LOCK, 40 * 60_000, () => withBootedRoot({}, async (root) => {
       app = await startAppStandIn();
       const started = Date.now();
       // The site's names resolve to this host and the site's CA is trusted, as a host behind a resolver and a
@@ -191,7 +198,7 @@ test("observability under systemd: every target up, a 5xx burst and a failed bac
       const ours = sockets.split("\n").filter((l) => /"(prometheus[-a-z]*|alertmanager|postgres_exporter|blackbox_exporter|nginx-prometheus-exporter|pgbackrest_exporter)"/.test(l));
       assert.ok(ours.length >= 6, `the role's programs listen:\n${sockets}`);
       for (const l of ours) assert.match(l.trim().split(/\s+/)[4], /^127\.0\.0\.1:\d+$/, l);
-      assert.equal(must(root, `systemctl is-active ${Object.values(MONITORING_PACKAGES).filter((p) => p !== "prometheus-redis-exporter").join(" ")} | sort -u`).trim(), "active");
+      assert.equal(must(root, `systemctl is-active ${Object.values(MONITORING_PACKAGES).join(" ")} | sort -u`).trim(), "active");
 
       // A backup that cannot reach its bucket: it fails, never having succeeded, and pages (BackupTooOld after its 5 minutes).
       await s3.stop();
@@ -263,8 +270,14 @@ test("observability under systemd: every target up, a 5xx burst and a failed bac
       });
       assert.deepEqual(
         targets.map((a) => a.labels.job).sort(),
-        ["alertmanager", "blackbox-origin-cert", "blackbox-site", "mtail", "nginx", "node", "pgbackrest", "postgres", "prometheus", "victorialogs"],
+        ["alertmanager", "blackbox-origin-cert", "blackbox-site", "mtail", "nginx", "node", "pgbackrest", "postgres", "prometheus", "redis", "victorialogs"],
       );
+      // Up is the exporter answering; these say each one reached what it watches.
+      const value0 = async (q: string) => (await getJson(`${prom}/api/v1/query?query=${encodeURIComponent(q)}`)).data.result.map((r: { value: [number, string] }) => Number(r.value[1]));
+      assert.deepEqual(await value0("redis_up"), [1], "redis_exporter logs in as the app's user");
+      assert.deepEqual(await value0("count(redis_memory_max_bytes > 0)"), [1], "and reads maxmemory (the Redis ticket's denominator) from INFO");
+      assert.deepEqual(await value0("pg_up"), [1], "postgres_exporter logs in as leaninfra_monitor");
+      assert.deepEqual(await value0("nginx_up"), [1], "the nginx exporter reads stub_status");
 
       // The probes: the origin's certificate (its expiry is what the certificate alert reads), and the public URL.
       const value = async (q: string) => (await getJson(`${prom}/api/v1/query?query=${encodeURIComponent(q)}`)).data.result.map((r: { value: [number, string] }) => Number(r.value[1]));
@@ -298,7 +311,7 @@ test("observability under systemd: every target up, a 5xx burst and a failed bac
       }
       t.diagnostic(`dashboard queries: ${queries.length} ran, ${queries.length - empty.length} returned data; empty here: ${empty.join("; ") || "none"}`);
       t.diagnostic(`total ${Math.round((Date.now() - started) / 1000)} s`);
-    });
+    }));
   } catch (error) {
     // Printed at once: the root's shutdown comes before the test runner's report.
     console.error(error);
