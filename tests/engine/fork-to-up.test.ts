@@ -10,7 +10,7 @@ import { SSH_KEY } from "../lib/mock-cloud";
 import { parse } from "yaml";
 import { StackExport, changes, describeSteps, encryptedStrings, exportStack, isSecret, ok, previewSteps, revealed } from "./engine";
 import { readmePathCommands, stepFor } from "./readme";
-import { EngineWorkspace, PASSPHRASE, PulumiRun } from "./workspace";
+import { EngineWorkspace, PASSPHRASE, PulumiRun, standinSecret } from "./workspace";
 
 let ws: EngineWorkspace;
 /** Every output the user has seen, searched for secrets at the end. */
@@ -27,7 +27,7 @@ test("the README's path, from fork to `pulumi up`, runs as written through the r
   const commands = readmePathCommands();
   assert.ok(commands.includes("pulumi preview") && commands.includes("pulumi up"), `the README's path previews and applies:\n${commands.join("\n")}`);
   const secretValue = (key: string) => {
-    const value = `standin-${key.replace(/\W/g, "-")}-${randomBytes(8).toString("hex")}`;
+    const value = standinSecret(key, randomBytes(8).toString("hex"));
     secretsTyped.set(key, value);
     return value;
   };
@@ -45,12 +45,12 @@ test("the README's path, from fork to `pulumi up`, runs as written through the r
     if (command.startsWith("pulumi stack output sshCommand")) assert.equal(run.stdout.trim(), "ssh ops@198.51.100.10");
     if (command.includes("--show-secrets backupPassphrase")) assert.match(run.stdout.trim(), /^\S{32,}$/, "the passphrase, in clear, for the password manager");
   }
-  assert.deepEqual([...secretsTyped.keys()].sort(), ["cloudflare:apiToken", "hcloud:token", "leaninfra:backupApiToken"]);
+  assert.deepEqual([...secretsTyped.keys()].sort(), ["cloudflare:apiToken", "hcloud:token", "leaninfra:alertWebhookUrl", "leaninfra:backupApiToken", "leaninfra:heartbeatUrl"]);
   const resources = exportStack(ws).resources;
   assert.ok(resources.some((r) => r.type === "hcloud:index/server:Server"), "the server is in the state");
   assert.deepEqual(
     resources.filter((r) => r.type === "command:remote:Command").map((r) => r.urn.split("::").pop()),
-    ["base", "docker", "postgres", "proxy", "app", "backups"].map((role) => `host-role-${role}`),
+    ["base", "docker", "postgres", "proxy", "app", "backups", "logs", "monitoring", "grafana"].map((role) => `host-role-${role}`),
     "one command per host role, in order (Redis is off in Pulumi.prod.yaml)",
   );
 });
@@ -149,7 +149,7 @@ test("the README's rebuild replaces only the server, keeps its addresses, volume
   for (const type of kept) assert.deepEqual(idsAfter(type), idsBefore(type), `${type}: the same ones, untouched`);
   assert.notEqual(idsAfter("hcloud:index/server:Server")["host-server"], idsBefore("hcloud:index/server:Server")["host-server"], "a new server");
   const roles = idsBefore("command:remote:Command");
-  assert.equal(Object.keys(roles).length, 6);
+  assert.equal(Object.keys(roles).length, 9);
   for (const [name, id] of Object.entries(roles)) assert.notEqual(idsAfter("command:remote:Command")[name], id, `${name} ran again on the new server`);
   assert.notEqual(idsAfter("command:local:Command")["host-host-key-check"], idsBefore("command:local:Command")["host-host-key-check"], "the host key was checked again first");
   assert.deepEqual(idsAfter("tls:index/privateKey:PrivateKey"), idsBefore("tls:index/privateKey:PrivateKey"), "the new server gets the same host key: the pin holds");
@@ -191,7 +191,9 @@ test("no secret appears in clear in `pulumi stack export` or in anything the CLI
   for (const [i, o] of outputsOf("tls:index/privateKey:PrivateKey").entries()) sensitive[`private key ${i + 1}`] = String(revealed(o.privateKeyPem));
   const hostKey = shown.resources.find((r) => r.urn.endsWith("::host-ssh-host-key"))!.outputs!;
   sensitive["the server's private host key (OpenSSH)"] = String(revealed(hostKey.privateKeyOpenssh));
-  assert.equal(Object.keys(sensitive).length, 3 + 3 + 2 + 4 + 1, `the secrets looked for: ${Object.keys(sensitive).join(", ")}`);
+  // Typed: the three accounts' tokens, the alert route and the heartbeat; generated: PostgreSQL's app and
+  // monitor passwords, the backup passphrase, Grafana's admin password and secret key.
+  assert.equal(Object.keys(sensitive).length, 5 + 3 + 5 + 4 + 1, `the secrets looked for: ${Object.keys(sensitive).join(", ")}`);
   const encrypted = encryptedStrings(plainExport, shown);
   for (const [what, value] of Object.entries(sensitive)) {
     assert.ok(value.length >= 12, `${what} is a real value`);

@@ -31,7 +31,7 @@ test("offlineStackFile keeps every setting and drops what only the stack's own s
   const original = require("node:fs").readFileSync(path.join(ws.project, "Pulumi.prod.yaml"), "utf8") as string;
   assert.match(original, /encryptionsalt:/);
   const { text, encryptedKeys } = offlineStackFile(original);
-  assert.deepEqual(encryptedKeys.sort(), ["cloudflare:apiToken", "hcloud:token", "leaninfra:appSecretEnv", "leaninfra:backupApiToken"]);
+  assert.deepEqual(encryptedKeys.sort(), ["cloudflare:apiToken", "hcloud:token", "leaninfra:alertWebhookUrl", "leaninfra:appSecretEnv", "leaninfra:backupApiToken"]);
   const before = parse(original) as { config: Record<string, unknown> };
   const after = parse(text) as Record<string, unknown> & { config: Record<string, unknown> };
   assert.equal(after.encryptionsalt, undefined);
@@ -44,8 +44,9 @@ test("offlineStackFile keeps every setting and drops what only the stack's own s
 test("npm run preview -- --offline previews the stack file through the engine, secrets as placeholders", () => {
   const r = preview(["--offline"]);
   assert.equal(r.code, 0, r.output);
-  assert.match(r.output, /Offline preview of Pulumi\.prod\.yaml with stand-in providers \(encrypted values replaced by placeholders: hcloud:token, cloudflare:apiToken, leaninfra:backupApiToken, leaninfra:appSecretEnv\)/);
-  assert.match(r.output, /Resources:\s+\+ 52 to create/);
+  assert.match(r.output, /Offline preview of Pulumi\.prod\.yaml with stand-in providers \(encrypted values replaced by placeholders: hcloud:token, cloudflare:apiToken, leaninfra:backupApiToken, leaninfra:alertWebhookUrl, leaninfra:appSecretEnv\)/);
+  // 52 before the observability roles; now 3 more role commands and 3 more generated passwords.
+  assert.match(r.output, /Resources:\s+\+ 58 to create/);
   assert.ok(!r.output.includes("do-not-print-me"));
 });
 

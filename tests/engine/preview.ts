@@ -14,7 +14,11 @@ import { EngineWorkspace, PROJECT_FILES, REQUIRED_SECRETS, installedPulumi, pulu
 
 /** A stand-in for an encrypted value that the program's checks accept (the app's secret environment is KEY=value lines). */
 function placeholder(key: string): string {
-  return key === "leaninfra:appSecretEnv" ? "OFFLINE_PLACEHOLDER=0123456789" : "offline-placeholder-0123456789";
+  if (key === "leaninfra:appSecretEnv") return "OFFLINE_PLACEHOLDER=0123456789";
+  // Of the shape the roles check: the alert route's and the heartbeat's URLs, Sentry's DSN.
+  if (/Url$/.test(key)) return "https://offline-placeholder.example.net/0123456789";
+  if (key === "leaninfra:sentryDsn") return "https://0123456789abcdef@offline-placeholder.example.net/1";
+  return "offline-placeholder-0123456789";
 }
 
 /**

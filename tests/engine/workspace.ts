@@ -14,8 +14,17 @@ const STAND_IN = path.join(__dirname, "standins", "provider.ts");
 /** What a fork holds besides node_modules (linked) and git: the program and its stack file. */
 export const PROJECT_FILES = ["Pulumi.yaml", "Pulumi.prod.yaml", "package.json", "package-lock.json", "tsconfig.json", "infra", "components"];
 export const PASSPHRASE = "correct horse battery staple";
-/** The secrets a fresh stack needs before `pulumi preview` (README step 5). */
-export const REQUIRED_SECRETS = ["hcloud:token", "cloudflare:apiToken", "leaninfra:backupApiToken"];
+/** The secrets a fresh stack needs before `pulumi preview` (README step 5; the example stack's alert route is a webhook). */
+export const REQUIRED_SECRETS = ["hcloud:token", "cloudflare:apiToken", "leaninfra:backupApiToken", "leaninfra:alertWebhookUrl"];
+
+/** A stand-in value for a secret key, of the shape its role checks: URLs for *Url keys, a DSN for sentryDsn. */
+export function standinSecret(key: string, tag: string): string {
+  const token = `standin-${key.replace(/\W/g, "-")}-${tag}`;
+  if (/Url$/.test(key)) return `https://hooks.example.net/${token}`;
+  if (key === "leaninfra:sentryDsn") return `https://${tag}@errors.example.net/1`;
+  if (key === "leaninfra:appSecretEnv") return `STANDIN_SECRET=${tag}`;
+  return token;
+}
 
 let toolsDir: string | undefined;
 
@@ -115,9 +124,9 @@ export class EngineWorkspace {
     }
   }
 
-  /** The prod stack with its three required secrets. */
+  /** The prod stack with its required secrets. */
   initProdStack(): void {
-    this.initStack("prod", Object.fromEntries(REQUIRED_SECRETS.map((key) => [key, `standin-${key.replace(/\W/g, "-")}-0123456789`])));
+    this.initStack("prod", Object.fromEntries(REQUIRED_SECRETS.map((key) => [key, standinSecret(key, "0123456789")])));
   }
 
   /** Runs `pulumi ARGS` in the project directory. */
