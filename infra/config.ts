@@ -537,9 +537,9 @@ function describeIssue(issue: z.core.$ZodIssue, shape: Record<string, z.ZodType>
     case "too_small":
       return issue.origin === "array"
         ? `${key}: ${shown(input)} ${issue.message}`
-        : `${key}: ${shown(input)} is too small (accepted: at least ${String(issue.minimum)})`;
+        : `${key}: ${shown(input)} is too small (accepted: ${issue.inclusive === false ? "more than" : "at least"} ${String(issue.minimum)})`;
     case "too_big":
-      return `${key}: ${shown(input)} is too large (accepted: at most ${String(issue.maximum)})`;
+      return `${key}: ${shown(input)} is too large (accepted: ${issue.inclusive === false ? "less than" : "at most"} ${String(issue.maximum)})`;
     default:
       return `${key}: ${shown(input)} ${issue.message}`;
   }

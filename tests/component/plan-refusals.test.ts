@@ -93,7 +93,7 @@ const REFUSALS: Record<string, Refusal[]> = {
     { set: { sloObjectivePercent: 100 }, key: "sloObjectivePercent", says: "at most 99.99" },
     { set: { sloObjectivePercent: "ninety-nine" }, key: "sloObjectivePercent", says: "ninety-nine" },
     { set: { sloLatencyMs: 300 }, key: "sloLatencyMs", says: "50, 100, 250, 500, 1000, 2500, 5000, 10000" },
-    { set: { appErrorLinesPerMinute: 0 }, key: "appErrorLinesPerMinute", says: "0" },
+    { set: { appErrorLinesPerMinute: 0 }, key: "appErrorLinesPerMinute", says: "is too small (accepted: more than 0)" },
   ],
   grafana: [
     { set: { grafana: "yes" }, key: "grafana", says: "true or false" },
