@@ -4,7 +4,7 @@ import { z } from "zod";
 import { BACKUPS } from "../backups/layout";
 import { canonicalName } from "../edge/rules";
 import { defineRole, placeholderPassword, refuseProblems } from "../host/define";
-import { GENERATED_SECRET } from "../host/names";
+import { DOMAIN_NAME, GENERATED_SECRET } from "../host/names";
 import { HostRole, RoleFile } from "../host/role";
 import { renderScript } from "../host/script";
 import { postgresPasswordVerifier } from "../postgres/config";
@@ -73,7 +73,14 @@ export interface MonitoringSettings {
 }
 
 const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
-const HOST_PORT = /^[A-Za-z0-9.-]+:\d{1,5}$/;
+/** host:port of an SMTP server: a DNS name (lower case) or an IPv4 address, and a port from 1 to 65535. */
+function isSmtpHostPort(value: string): boolean {
+  const m = /^([^:]+):(\d{1,5})$/.exec(value);
+  if (!m) return false;
+  const port = Number(m[2]);
+  const ipv4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/.test(m[1]);
+  return (DOMAIN_NAME.test(m[1]) || ipv4) && port >= 1 && port <= 65535;
+}
 const TELEGRAM_TOKEN = /^\d+:[A-Za-z0-9_-]{20,}$/;
 const TELEGRAM_CHAT = /^-?\d{1,20}$/;
 
@@ -97,7 +104,9 @@ export function monitoringSettingsProblems(s: MonitoringSettings): string[] {
   if (s.alertReceiver === "email") {
     if (!EMAIL.test(s.alertEmailTo)) add("alertEmailTo", `${given(s.alertEmailTo)} must be the e-mail address alerts go to (alertReceiver is email)`);
     if (!EMAIL.test(s.alertEmailFrom)) add("alertEmailFrom", `${given(s.alertEmailFrom)} must be the sender's e-mail address (alertReceiver is email)`);
-    if (!HOST_PORT.test(s.alertSmtpHost)) add("alertSmtpHost", `${given(s.alertSmtpHost)} must be the SMTP server as host:port, e.g. smtp.example.net:587 (alertReceiver is email)`);
+    if (!isSmtpHostPort(s.alertSmtpHost)) {
+      add("alertSmtpHost", `${given(s.alertSmtpHost)} must be the SMTP server as host:port (a lower-case DNS name or IPv4 address, a port from 1 to 65535), e.g. smtp.example.net:587 (alertReceiver is email)`);
+    }
     if (s.alertSmtpUser && !s.alertSmtpPassword) {
       add("alertSmtpPassword", "is not set, but alertSmtpUser is: pulumi config set --secret leaninfra:alertSmtpPassword ...");
     }

@@ -184,6 +184,10 @@ test("bad combinations are refused with the key named", () => {
   assert.deepEqual(keys({}), []);
   assert.deepEqual(keys({ ...EMAIL, alertSmtpHost: "" }), ["alertSmtpHost"]);
   assert.deepEqual(keys({ ...EMAIL, alertSmtpHost: "smtp.example.net" }), ["alertSmtpHost"], "host:port");
+  for (const bad of ["smtp.example.net:0", "smtp.example.net:99999", "-smtp.example.net:587", "smtp..example.net:587", "SMTP.example.net:587", "[::1]:587"]) {
+    assert.deepEqual(keys({ ...EMAIL, alertSmtpHost: bad }), ["alertSmtpHost"], bad);
+  }
+  for (const good of ["smtp.example.net:465", "192.0.2.25:587"]) assert.deepEqual(keys({ ...EMAIL, alertSmtpHost: good }), [], good);
   assert.deepEqual(keys({ ...EMAIL, alertEmailTo: "owner" }), ["alertEmailTo"]);
   assert.deepEqual(keys({ ...EMAIL, alertSmtpPassword: "" }), ["alertSmtpPassword"], "a login needs its password");
   assert.deepEqual(keys({ ...EMAIL, alertSmtpUser: "", alertSmtpPassword: "" }), [], "no login: no password");
