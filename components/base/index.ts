@@ -139,6 +139,8 @@ export function baseRole(settings: BaseSettings): HostRole {
       // On Debian's image already; listed so sshd -t is there to check the drop-in.
       "openssh-server",
       "prometheus-node-exporter",
+      // node_exporter's systemd collector asks systemd over the system bus.
+      "dbus",
     ],
     directories: [...BASE_DIRECTORIES],
     files: [

@@ -287,6 +287,9 @@ echo "exits: $openssh $xcrypto $x25519"`;
         const metrics = must(root, "curl -fsS http://127.0.0.1:9100/metrics");
         assert.match(metrics, /^leaninfra_audit_probe 42$/m, "the textfile collector read the directory");
         assert.match(metrics, /^node_textfile_scrape_error 0$/m);
+        // ...and systemd's units over D-Bus from inside its sandbox (the SystemdUnitFailed ticket).
+        assert.match(metrics, /^node_systemd_unit_state\{name="nginx\.service",state="active",type="[a-z]+"\} 1$/m, "the systemd collector reads the units");
+        assert.doesNotMatch(metrics, /^node_systemd_unit_state\{name="[^"]+\.(socket|mount|slice)"/m, "services and timers only");
 
         // --- the audit tools, Debian 13's own, inside the root.
         await aptInstall(root, ["ssh-audit", "testssl.sh", "bsdextrautils"]);

@@ -33,7 +33,7 @@ test("the host's files come from components/base/files: the README names the adm
   assert.doesNotMatch(readme, /\{\{|\}\}/);
   const defaults = r.files.find((f) => f.path === "/etc/default/prometheus-node-exporter");
   assert.equal(defaults?.content, fs.readFileSync(path.join(FILES, "prometheus-node-exporter"), "utf8"));
-  assert.match(defaults?.content ?? "", /^ARGS="--web\.listen-address=127\.0\.0\.1:9100"$/m);
+  assert.match(defaults?.content ?? "", /^ARGS="--web\.listen-address=127\.0\.0\.1:9100 --collector\.systemd --collector\.systemd\.unit-include=\.\+\[\.\]\(service\|timer\)"$/m);
   assert.match(defaults?.onChange ?? "", /systemctl restart prometheus-node-exporter/);
 });
 
