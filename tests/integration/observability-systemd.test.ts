@@ -1,26 +1,15 @@
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
-import * as fs from "node:fs";
 import * as http from "node:http";
 import * as https from "node:https";
-import { AddressInfo } from "node:net";
 import test from "node:test";
-import { baseRole } from "../../components/base";
-import { BackupsRoleSettings, backupsRole } from "../../components/backups";
 import { dashboardQueries } from "../../components/grafana/dashboards";
-import { HostRole } from "../../components/host/role";
 import { LAYOUT } from "../../components/host/layout";
-import { MONITORING_PACKAGES, MONITORING_PORTS, MonitoringSettings, monitoringRole } from "../../components/monitoring";
-import { logsRole } from "../../components/logs";
-import { postgresRole } from "../../components/postgres";
-import { redisRole, role as redisDefinition } from "../../components/redis";
-import { proxyRole } from "../../components/proxy";
+import { MONITORING_PACKAGES, MONITORING_PORTS } from "../../components/monitoring";
 import { BootedRoot, must, withBootedRoot } from "../lib/booted-root";
 import { show } from "../lib/debian-root";
 import { REDIS_PORT_LOCK, withLock } from "../lib/host-lock";
-import { S3Server, freePort } from "../lib/s3-server";
-import { buildReleaseDir, serveRelease } from "../lib/victorialogs";
-import { DOMAIN, applyRole, makeTestPki, testProxySettings } from "../fixtures/test-app/scenario";
+import { prepareObservabilityStack, sleep, stackMonitoringRole, startAppStandIn, trustSite, waitFor } from "../lib/observability-stack";
+import { DOMAIN, applyRole } from "../fixtures/test-app/scenario";
 
 /**
  * The observability path as it runs on the VM, in a Debian 13 root booted with systemd: the stack's roles
@@ -31,64 +20,6 @@ import { DOMAIN, applyRole, makeTestPki, testProxySettings } from "../fixtures/t
  * every query of the generated dashboards runs against the live Prometheus and VictoriaLogs.
  * The root shares the host's network: the webhook, the app stand-in and the S3 server listen on the host.
  */
-
-interface Notification {
-  path: string;
-  receivedAt: number;
-  body: { receiver: string; status: string; alerts: { status: string; labels: Record<string, string>; annotations: Record<string, string> }[] };
-}
-
-/** An HTTP server recording every POST (Alertmanager's webhook JSON), by path. */
-async function startHookServer(): Promise<{ port: number; received: Notification[]; close(): void }> {
-  const received: Notification[] = [];
-  const server = http.createServer((req, res) => {
-    let data = "";
-    req.on("data", (chunk) => (data += chunk));
-    req.on("end", () => {
-      try {
-        received.push({ path: req.url ?? "", receivedAt: Date.now(), body: JSON.parse(data) });
-      } catch {
-        received.push({ path: req.url ?? "", receivedAt: Date.now(), body: { receiver: "", status: `unparsable: ${data.slice(0, 200)}`, alerts: [] } });
-      }
-      res.writeHead(200).end("ok");
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    port: (server.address() as AddressInfo).port,
-    received,
-    close: () => {
-      server.closeAllConnections();
-      server.close();
-    },
-  };
-}
-
-/** The app stand-in on the blue slot port nginx's first upstream names: /boom answers 500, the rest 200. */
-async function startAppStandIn(): Promise<http.Server> {
-  const server = http.createServer((req, res) => {
-    if (req.url?.startsWith("/boom")) res.writeHead(500, { "content-type": "text/plain" }).end("boom\n");
-    else res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(LAYOUT.app.slotPorts.blue, "127.0.0.1", resolve);
-  });
-  return server;
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Polls until check returns a value, or fails with the message and the last state after timeoutMs. */
-async function waitFor<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined> | T | undefined, state: () => string = () => ""): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) assert.fail(`${what}: not within ${Math.round(timeoutMs / 1000)} s. ${state()}`);
-    await sleep(3000);
-  }
-}
 
 async function getJson(url: string): Promise<any> {
   const res = await fetch(url);
@@ -108,61 +39,8 @@ function offLoopbackListeners(root: BootedRoot): string[] {
 }
 
 test("observability under systemd: every target up, a 5xx burst and a failed backup page through the one route, the Watchdog reaches the heartbeat, nothing listens off loopback", { timeout: 45 * 60_000 }, async (t) => {
-  const s3 = await S3Server.start();
-  // VictoriaLogs' release as the logs role downloads it, served on loopback (built from its Go module).
-  const release = buildReleaseDir();
-  const releaseServer = await serveRelease(release.dir);
-  const hooks = await startHookServer();
-  const pki = makeTestPki();
-  const port = await freePort();
-  const pgPassword = `Pg${randomBytes(12).toString("hex")}`;
-  const redis = { redisJob: "cache" as const, memoryMb: 2048, redisMaxMemoryMb: 0, password: `Rd${randomBytes(12).toString("hex")}`, adminPassword: `Ad${randomBytes(12).toString("hex")}` };
-  // The URL the redis role offers the app (and the monitoring role): the app user's password.
-  const redisUrl = redisDefinition.offers!(redis as never, { password: redis.password, adminPassword: redis.adminPassword }).redisUrl;
-  const backups: BackupsRoleSettings = {
-    s3: { endpoint: s3.endpoint, bucket: s3.bucket, accessKeyId: s3.accessKey, secretAccessKey: s3.secretKey },
-    cipherPassphrase: `Cipher${randomBytes(16).toString("hex")}`,
-    backupRetentionDays: 35,
-    postgresDatabase: "shop",
-    vcpus: 2,
-    port,
-    volumeSizeGb: 2,
-    storageCaPem: s3.caPem,
-    hostname: "app",
-  };
-  const monitoring: MonitoringSettings = {
-    fqdn: `app.${DOMAIN}`,
-    domain: DOMAIN,
-    canonicalHost: "apex",
-    volumeSizeGb: 2,
-    prometheusRetentionDays: 35,
-    prometheusRetentionSizeGb: 0,
-    alertReceiver: "webhook",
-    alertEmailTo: "",
-    alertEmailFrom: "",
-    alertSmtpHost: "",
-    alertSmtpUser: "",
-    alertTelegramChatId: "",
-    sloObjectivePercent: 99.9,
-    sloLatencyMs: 500,
-    appErrorLinesPerMinute: 10,
-    alertSmtpPassword: "",
-    alertTelegramBotToken: "",
-    alertWebhookUrl: `http://127.0.0.1:${hooks.port}/alerts`,
-    heartbeatUrl: `http://127.0.0.1:${hooks.port}/heartbeat`,
-    postgresPassword: `Mon${randomBytes(12).toString("hex")}`,
-    postgresPort: port,
-    redisUrl,
-    appHealthPath: "/healthz",
-  };
-  const roles: HostRole[] = [
-    baseRole({ adminUser: "ops" }),
-    logsRole({ victoriaLogsSha256: release.archiveSha256, victoriaLogsUrl: releaseServer.url, logsRetentionDays: 30, logsMemoryMb: 256, serverType: "cx22", memoryMb: 4096, volumeSizeGb: 20 }),
-    postgresRole({ memoryMb: 2048, vcpus: 2, postgresMaxConnections: 0, postgresDatabase: "shop", postgresUser: "shop_app", password: pgPassword, port }),
-    redisRole(redis),
-    proxyRole(testProxySettings(pki)),
-    backupsRole(backups),
-  ];
+  const stack = await prepareObservabilityStack();
+  const { s3, hooks, pki, roles, monitoring } = stack;
   const prom = `http://127.0.0.1:${MONITORING_PORTS.prometheus}`;
   let app: http.Server | undefined;
   let bursting = false;
@@ -173,19 +51,17 @@ test("observability under systemd: every target up, a 5xx burst and a failed bac
       const started = Date.now();
       // The site's names resolve to this host and the site's CA is trusted, as a host behind a resolver and a
       // public CA would have them: the public-URL probe then verifies the certificate it gets.
-      must(root, `printf '127.0.0.1 ${DOMAIN} www.${DOMAIN}\\n' >>/etc/hosts`);
-      fs.writeFileSync(root.hostPath("/usr/local/share/ca-certificates/leaninfra-test-site-ca.crt"), pki.siteCaPem);
-      must(root, "update-ca-certificates >/dev/null");
+      trustSite(root, pki);
 
       for (const role of roles) {
         const r = await applyRole(root, role);
         assert.equal(r.code, 0, `${role.name}: ${show(r)}`);
       }
       const before = offLoopbackListeners(root);
-      const first = await applyRole(root, monitoringRole(monitoring));
+      const first = await applyRole(root, stackMonitoringRole(stack));
       assert.equal(first.code, 0, show(first));
       assert.match(first.stdout, /created the PostgreSQL role leaninfra_monitor/);
-      for (const role of [...roles, monitoringRole(monitoring)]) {
+      for (const role of [...roles, stackMonitoringRole(stack)]) {
         const again = await applyRole(root, role);
         assert.equal(again.stdout, `[${role.name}] no changes\n`, `${role.name} the second time: ${show(again)}`);
       }
@@ -210,6 +86,7 @@ test("observability under systemd: every target up, a 5xx burst and a failed bac
       // A burst of 5xx through nginx, as Cloudflare sends it (TLS with the origin-pull client certificate).
       const agent = new https.Agent({ ca: pki.siteCaPem, cert: pki.clientPem, key: pki.clientKeyPem, keepAlive: true, servername: DOMAIN });
       let sent = 0;
+      let requestId: string | undefined;
       const statuses = new Map<number, number>();
       bursting = true;
       const burst = (async () => {
@@ -217,6 +94,7 @@ test("observability under systemd: every target up, a 5xx burst and a failed bac
           await new Promise<void>((resolve) => {
             const req = https.request({ host: "127.0.0.1", port: 443, path: `/boom/${sent}`, headers: { host: DOMAIN }, agent, servername: DOMAIN }, (res) => {
               statuses.set(res.statusCode ?? 0, (statuses.get(res.statusCode ?? 0) ?? 0) + 1);
+              if (!requestId && typeof res.headers["x-request-id"] === "string") requestId = res.headers["x-request-id"];
               res.resume();
               res.on("end", resolve);
             });
@@ -246,6 +124,25 @@ test("observability under systemd: every target up, a 5xx burst and a failed bac
       bursting = false;
       await burst;
       agent.destroy();
+
+      // One failed request followed through the logs by its request id: nginx's access line (from the
+      // journal, through journal-upload) and the app's error line, as the app's container would log it
+      // (the journald driver's tag app-<release>), both found back in VictoriaLogs.
+      assert.ok(requestId, "nginx answered with an X-Request-ID");
+      must(root, `echo 'ERROR request_id=${requestId} boom: division by zero' | systemd-cat -t app-1.0.0 -p err`);
+      const logsUrl = `http://127.0.0.1:${MONITORING_PORTS.victorialogs}/select/logsql/query`;
+      const lines = await waitFor(`nginx's and the app's lines of request ${requestId} in VictoriaLogs`, 2 * 60_000, async () => {
+        const res = await fetch(`${logsUrl}?query=${encodeURIComponent(`_time:1h "${requestId}"`)}&limit=20`);
+        const found = (await res.text()).split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, string>);
+        const tags = new Set(found.map((l) => l.SYSLOG_IDENTIFIER));
+        return tags.has("nginx_access") && tags.has("app-1.0.0") ? found : undefined;
+      });
+      const appLine = lines.find((l) => l.SYSLOG_IDENTIFIER === "app-1.0.0")!;
+      assert.match(appLine._msg, /^ERROR request_id=\S+ boom/);
+      const nginxLine = JSON.parse(lines.find((l) => l.SYSLOG_IDENTIFIER === "nginx_access")!._msg) as Record<string, unknown>;
+      assert.equal(nginxLine.request_id, requestId);
+      assert.equal(nginxLine.status, 500);
+      t.diagnostic(`request ${requestId}: nginx's line (status 500, route ${String(nginxLine.route)}) and the app's error line found in VictoriaLogs`);
       const alert = highErrors.body.alerts.find((a) => a.labels.alertname === "HighErrorRate")!;
       assert.equal(highErrors.body.receiver, "owner");
       assert.equal(alert.labels.severity, "page");
@@ -320,9 +217,6 @@ test("observability under systemd: every target up, a 5xx burst and a failed bac
     bursting = false;
     app?.closeAllConnections();
     app?.close();
-    hooks.close();
-    s3.dispose();
-    await releaseServer.close();
-    release.remove();
+    await stack.dispose();
   }
 });
