@@ -9,7 +9,15 @@ const cfg = validateConfig("prod", MINIMAL_CONFIG);
 
 test("the whole stack: backups go through the second account's provider, the edge through the default one", async () => {
   const { resources } = await runWithMocks(
-    { project: "leaninfra", stack: "prod", preview: false, config: { "leaninfra:backupApiToken": "backup-token" }, secretKeys: ["leaninfra:backupApiToken"], computed: mockCloudOutputs },
+    {
+      project: "leaninfra",
+      stack: "prod",
+      preview: false,
+      // The secrets `pulumi up` needs for this stack: the backup account's token and the alert route (webhook by default).
+      config: { "leaninfra:backupApiToken": "backup-token", "leaninfra:alertWebhookUrl": "https://ntfy.example.net/alerts" },
+      secretKeys: ["leaninfra:backupApiToken", "leaninfra:alertWebhookUrl"],
+      computed: mockCloudOutputs,
+    },
     () => buildStack(cfg),
   );
   const provider = resources.find((r) => r.type === "pulumi:providers:cloudflare" && r.name === "backup-account");

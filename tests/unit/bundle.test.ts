@@ -186,7 +186,7 @@ test("the base role keeps node_exporter on loopback, manages the layout and chec
   const role = baseRole({ adminUser: "ops" });
   assert.deepEqual(roleProblems(role), []);
   const defaults = role.files.find((f) => f.path === "/etc/default/prometheus-node-exporter");
-  assert.match(defaults?.content ?? "", /^ARGS="--web\.listen-address=127\.0\.0\.1:9100"$/m);
+  assert.match(defaults?.content ?? "", /^ARGS="--web\.listen-address=127\.0\.0\.1:9100 /m);
   assert.match(defaults?.onChange ?? "", /\[ -d \/run\/systemd\/system \]/);
   const dirs = new Map(role.directories.map((d) => [d.path, d.mode]));
   assert.equal(dirs.get("/etc/leaninfra/secrets"), "0700");
