@@ -5,6 +5,7 @@ import test from "node:test";
 import { HostRole } from "../../components/host/role";
 import { MONITORING_PACKAGES, MONITORING_PATHS, MonitoringSettings, monitoringRole } from "../../components/monitoring";
 import { DebianRoot, show, withDebianRoot } from "../lib/debian-root";
+import { TEST_MONITORING_SETTINGS } from "../lib/facts";
 
 /**
  * The monitoring role's files as the programs that read them see them, in a Debian 13 root with Debian's
@@ -13,31 +14,7 @@ import { DebianRoot, show, withDebianRoot } from "../lib/debian-root";
  * systemd-analyze verify on each unit with its drop-in. The role's validate script runs them all; a broken
  * rule file, alertmanager.yml or drop-in makes it fail, which puts the files back in the bundle.
  */
-const base: MonitoringSettings = {
-  fqdn: "app.example.com",
-  domain: "example.com",
-  canonicalHost: "apex",
-  volumeSizeGb: 40,
-  prometheusRetentionDays: 35,
-  prometheusRetentionSizeGb: 0,
-  alertReceiver: "webhook",
-  alertEmailTo: "",
-  alertEmailFrom: "",
-  alertSmtpHost: "",
-  alertSmtpUser: "",
-  alertTelegramChatId: "",
-  sloObjectivePercent: 99.9,
-  sloLatencyMs: 500,
-  appErrorLinesPerMinute: 10,
-  alertSmtpPassword: "",
-  alertTelegramBotToken: "",
-  alertWebhookUrl: "https://ntfy.example.net/ops-alerts",
-  heartbeatUrl: "https://hc.example.net/ping/abc",
-  postgresPassword: "MonitorPassword0123456789",
-  postgresPort: 5432,
-  redisUrl: "redis://default:RdAppPassword0123456789@host.docker.internal:6379/0",
-  appHealthPath: "/healthz",
-};
+const base: MonitoringSettings = TEST_MONITORING_SETTINGS;
 const KINDS: Record<string, MonitoringSettings> = {
   webhook: base,
   email: { ...base, alertReceiver: "email", alertEmailTo: "owner@example.com", alertEmailFrom: "alerts@example.com", alertSmtpHost: "smtp.example.net:587", alertSmtpUser: "alerts", alertSmtpPassword: "SmtpSecret-1", heartbeatUrl: "" },

@@ -16,36 +16,11 @@ import {
 } from "../../components/monitoring";
 import { HostRole } from "../../components/host/role";
 import { POSTGRES_MONITOR_USER, renderPostgresHba } from "../../components/postgres/config";
-import { TEST_FACTS } from "../lib/facts";
+import { TEST_FACTS, TEST_MONITORING_SETTINGS, TEST_REDIS_PASSWORD } from "../lib/facts";
 import { assertShellcheckClean } from "../lib/shellcheck";
 
-const REDIS_PASSWORD = "RdAppPassword0123456789";
-const settings = (over: Partial<MonitoringSettings> = {}): MonitoringSettings => ({
-  fqdn: "app.example.com",
-  domain: "example.com",
-  canonicalHost: "apex",
-  volumeSizeGb: 40,
-  prometheusRetentionDays: 35,
-  prometheusRetentionSizeGb: 0,
-  alertReceiver: "webhook",
-  alertEmailTo: "",
-  alertEmailFrom: "",
-  alertSmtpHost: "",
-  alertSmtpUser: "",
-  alertTelegramChatId: "",
-  sloObjectivePercent: 99.9,
-  sloLatencyMs: 500,
-  appErrorLinesPerMinute: 10,
-  alertSmtpPassword: "",
-  alertTelegramBotToken: "",
-  alertWebhookUrl: "https://ntfy.example.net/ops-alerts",
-  heartbeatUrl: "https://hc.example.net/ping/abc",
-  postgresPassword: "MonitorPassword0123456789",
-  postgresPort: 5432,
-  redisUrl: `redis://default:${REDIS_PASSWORD}@host.docker.internal:6379/0`,
-  appHealthPath: "/healthz",
-  ...over,
-});
+const REDIS_PASSWORD = TEST_REDIS_PASSWORD;
+const settings = (over: Partial<MonitoringSettings> = {}): MonitoringSettings => ({ ...TEST_MONITORING_SETTINGS, ...over });
 const EMAIL = { alertReceiver: "email", alertEmailTo: "owner@example.com", alertEmailFrom: "alerts@example.com", alertSmtpHost: "smtp.example.net:587", alertSmtpUser: "alerts", alertSmtpPassword: "SmtpSecret-1" } as const;
 const TELEGRAM = { alertReceiver: "telegram", alertTelegramBotToken: "123456789:AAH-abcdefghijklmnopqrstuvwxyz012345", alertTelegramChatId: "-1001234567890" } as const;
 
