@@ -49,6 +49,7 @@ export function renderStackRoles(
 
   for (const role of roles) {
     if (role.enabled && !role.enabled(settings)) continue;
+    const placeholderValues = placeholderInputs(role, settings, placeholderOffers, placeholders);
     const inputs: Record<string, pulumi.Input<unknown>> = {};
     for (const [name, input] of Object.entries(role.inputs ?? {})) {
       switch (input.from) {
@@ -60,7 +61,7 @@ export function renderStackRoles(
         case "secretConfig":
           // Unset: "" (the config check has refused it if the settings need it); offline (the plan and
           // the component tests, which cannot decrypt or leave it unset), the placeholder.
-          inputs[name] = config.getSecret(input.key)?.apply((value) => value ?? "") ?? (wiring.offline && input.placeholder ? input.placeholder(settings) : "");
+          inputs[name] = config.getSecret(input.key)?.apply((value) => value ?? "") ?? (wiring.offline ? placeholderValues[name] : "");
           break;
         case "role":
           inputs[name] = offers.get(input.role)?.apply((offered) => offered[input.offer]);
@@ -71,7 +72,6 @@ export function renderStackRoles(
       }
     }
     const values = pulumi.output(inputs) as unknown as pulumi.Output<Record<string, unknown>>;
-    const placeholderValues = placeholderInputs(role, settings, placeholderOffers, placeholders);
     if (role.offers) {
       const offer = role.offers.bind(role);
       offers.set(role.name, pulumi.secret(values.apply((v) => offer(settings, v))));
