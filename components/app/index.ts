@@ -71,6 +71,20 @@ export function appRole(settings: AppSettings): HostRole {
 export const role = defineRole<typeof appSettingsSchema, AppInputs>({
   name: "app",
   after: ["postgres", "proxy"],
+  budget: {
+    monthlyCost: { amount: 0, currency: "EUR", what: "Runs on the server: the app's container, capped at appMemoryMb (default half the RAM). Its registry and error tracking are billed by their providers (INVENTORY.md)." },
+    secrets: [
+      { name: "appSecretEnv", livesIn: "encrypted stack config; on the server in /etc/leaninfra/secrets/app-secrets.env, root-only" },
+      { name: "appRegistryPassword", livesIn: "encrypted stack config; on the server in Docker's root-only login store" },
+      { name: "sentryDsn", livesIn: "encrypted stack config; on the server in /etc/leaninfra/secrets/app-sentry.env, root-only" },
+    ],
+    alerts: ["DeployFailed", "HighErrorRate", "HighLatency", "AppErrorLines", "SiteDown"],
+    failurePoints: [
+      "A release that fails its health check or migration: the deploy stops and the previous release keeps serving (DeployFailed).",
+      "A release that passes its health check but fails users: the burn-rate pages fire; roll back to the previous appTag.",
+      "The registry unreachable: a new release cannot be pulled; the serving one keeps running.",
+    ],
+  },
   settings: appSettingsSchema,
   enabled: (s) => s.appImage !== "",
   inputs: {

@@ -195,6 +195,36 @@ export type BackupsInputs = {
 export const role = defineRole({
   name: "backups",
   after: ["postgres"],
+  budget: {
+    monthlyCost: {
+      amount: 0,
+      currency: "USD",
+      what: "Cloudflare R2 in the backup account: 0.015 USD per GB-month beyond the first 10 GB, no egress fee; the plan prices backupEstimatedGb. On the server: pgBackRest and the weekly drill's scratch cluster.",
+    },
+    secrets: [
+      { name: "backup-cipher-passphrase", livesIn: "Pulumi state (RandomPassword; stack output backupPassphrase); on the server in pgBackRest's root-only config. Keep a copy outside the stack: without it the backups cannot be read" },
+      { name: "R2 bucket token", livesIn: "Pulumi state (the backup account's AccountToken backups-token); on the server in pgBackRest's root-only config" },
+      { name: "backupApiToken", livesIn: "encrypted stack config: creates the bucket and its token; never on the server" },
+    ],
+    alerts: [
+      "BackupTooOld",
+      "BackupNeverRan",
+      "WalArchivingFailing",
+      "WalArchiveQueueFilling",
+      "WalArchiveDropped",
+      "RestoreDrillTooOld",
+      "RestoreDrillFailed",
+      "RestoreDrillNeverRan",
+      "BackupVerifyFailed",
+      "DumpFailed",
+      "PgBackRestRepositoryError",
+    ],
+    failurePoints: [
+      "R2 unreachable or its token revoked: WAL queues on the server, then is dropped past its cap (WalArchiveDropped): point-in-time recovery has a gap.",
+      "The cipher passphrase lost: every backup is unreadable.",
+      "The restore drill failing: the backups are not proven and do not count.",
+    ],
+  },
   settings: z.object({
     drillRowTolerancePercent: z
       .number()

@@ -160,6 +160,16 @@ export function baseRole(settings: BaseSettings): HostRole {
 export const role = defineRole({
   name: "base",
   after: [],
+  budget: {
+    monthlyCost: { amount: 0, currency: "EUR", what: "Runs on the server: sshd, unattended upgrades with needrestart, journald, swap and node_exporter (about 20 MiB RAM); the Hetzner firewall in front is free." },
+    secrets: [],
+    alerts: ["DiskFullIn24h", "MemoryPressure", "OomKill", "SystemdUnitFailed", "TargetDown"],
+    failurePoints: [
+      "A full disk or data volume stops PostgreSQL's writes and the journal: DiskFullIn24h pages a day ahead.",
+      "Memory exhausted: the kernel kills a process (OomKill), usually the app or PostgreSQL.",
+      "A wrong sshd setting would lock the admin out: sshd -t checks it before the reload, and a refused one is put back.",
+    ],
+  },
   settings: z.object({}),
   render: (s) => baseRole({ adminUser: s.adminUser }),
 });

@@ -51,6 +51,15 @@ export function dockerRole(): HostRole {
 export const role = defineRole({
   name: "docker",
   after: ["base"],
+  budget: {
+    monthlyCost: { amount: 0, currency: "EUR", what: "Runs on the server: Debian's docker.io (dockerd and containerd)." },
+    secrets: [],
+    alerts: ["SystemdUnitFailed", "DeployFailed", "SiteDown"],
+    failurePoints: [
+      "dockerd stopped or failing: the app's container stops and nginx answers 502 until it is back.",
+      "The bridge network gone: the app cannot reach PostgreSQL or Redis on it.",
+    ],
+  },
   settings: z.object({}),
   render: () => dockerRole(),
 });

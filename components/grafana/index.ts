@@ -206,6 +206,18 @@ export function grafanaRole(s: GrafanaSettings): HostRole {
 export const role = defineRole({
   name: "grafana",
   after: ["base", "proxy"],
+  budget: {
+    monthlyCost: { amount: 0, currency: "EUR", what: "Runs on the server: Grafana OSS, capped at 512 MiB RAM." },
+    secrets: [
+      { name: "grafana-admin-password", livesIn: "Pulumi state (RandomPassword; stack output grafanaAdminPassword); on the server as a systemd credential" },
+      { name: "grafana-secret-key", livesIn: "Pulumi state (RandomPassword); on the server as a systemd credential" },
+    ],
+    alerts: ["SystemdUnitFailed"],
+    failurePoints: [
+      "Grafana down: dashboards are gone; alerting does not depend on it.",
+      "apt.grafana.com's key changes: the install or upgrade is refused until the fingerprint is checked again.",
+    ],
+  },
   settings: grafanaSettingsSchema,
   inputs: {
     adminPassword: { from: "password", resource: "grafana-admin-password" },

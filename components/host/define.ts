@@ -71,11 +71,29 @@ export function refuseProblems(role: string, problems: string[]): void {
 /** A role's settings as render sees them: its slice's values (by the slice's own keys) and the stack facts. */
 export type RoleSettings<S extends z.ZodObject> = { readonly [K in keyof S["shape"]]: z.output<S["shape"][K]> } & StackFacts;
 
+/**
+ * What a role costs the product before anyone says yes to it ("count the new bill, secret, alert, and
+ * failure point it adds"). Every role declares one; the policy pack refuses a deployed role without it,
+ * and `npm run docs` prints it into the inventory.
+ */
+export interface RoleBudget {
+  /** What the role adds to the monthly bill beyond the server it runs on (amount 0 when it only uses the server), and what it takes of the server. */
+  monthlyCost: { amount: number; currency: "EUR" | "USD"; what: string };
+  /** Secrets the role holds: the name, and where it lives (Pulumi state, encrypted stack config, a file on the server). */
+  secrets: readonly { name: string; livesIn: string }[];
+  /** The alerts that watch the role, by name: rules in its alerts.yml, or another role's that cover it. */
+  alerts: readonly string[];
+  /** How the role fails and what that breaks, one line each. */
+  failurePoints: readonly string[];
+}
+
 export interface RoleDefinition<S extends z.ZodObject = z.ZodObject, I extends Record<string, unknown> = Record<string, unknown>> {
   /** [a-z0-9-]: the bundle's name, its log prefix and its marker on the host. */
   name: string;
   /** Roles that must be applied before this one (the list in infra/ keeps this order). */
   after: readonly string[];
+  /** Its bill, secrets, alerts and failure points (RoleBudget). */
+  budget: RoleBudget;
   /** The config keys this role owns (flat camelCase, with defaults and descriptions), as a zod object. */
   settings: S;
   /** Whether the stack runs this role; default always. */

@@ -174,6 +174,15 @@ export function logsRole(s: LogsSettings): HostRole {
 export const role = defineRole({
   name: "logs",
   after: ["base"],
+  budget: {
+    monthlyCost: { amount: 0, currency: "EUR", what: "Runs on the server: VictoriaLogs (about 30-50 MiB RAM, its data a share of the volume) and systemd-journal-upload." },
+    secrets: [],
+    alerts: ["AppErrorLinesUnknown", "TargetDown", "SystemdUnitFailed"],
+    failurePoints: [
+      "VictoriaLogs down: lines stay in the journal and upload resumes from its cursor; AppErrorLines cannot be counted (AppErrorLinesUnknown).",
+      "Its disk share full: the oldest logs are dropped before the retention days.",
+    ],
+  },
   settings: z.object({
     victoriaLogsSha256: z
       .string()

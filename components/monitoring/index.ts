@@ -303,6 +303,24 @@ export type MonitoringInputs = {
 export const role = defineRole({
   name: "monitoring",
   after: ["postgres", "proxy", "backups"],
+  budget: {
+    monthlyCost: {
+      amount: 0,
+      currency: "EUR",
+      what: "Runs on the server: Prometheus, Alertmanager and the exporters (about 260 MiB RAM, Prometheus's data a share of the volume). The alert channel and the heartbeat check are billed by their providers.",
+    },
+    secrets: [
+      { name: "monitoring-postgres-password", livesIn: "Pulumi state (RandomPassword); on the server in postgres_exporter's root-only settings" },
+      { name: "alertWebhookUrl, alertSmtpPassword or alertTelegramBotToken (alertReceiver's)", livesIn: "encrypted stack config; on the server in files only Alertmanager reads" },
+      { name: "heartbeatUrl", livesIn: "encrypted stack config; on the server in a file only Alertmanager reads" },
+    ],
+    alerts: ["Watchdog", "TargetDown", "RuleEvaluationFailing", "HighErrorRate", "HighLatency", "AppErrorLines"],
+    failurePoints: [
+      "Prometheus or Alertmanager down: nothing pages; the Watchdog stops reaching heartbeatUrl, whose service tells you.",
+      "The receiver's URL or token wrong: alerts are not delivered, and the heartbeat does not notice (test the route after changing it).",
+      "An exporter down: its alerts go blind (TargetDown).",
+    ],
+  },
   settings: z.object({
     prometheusRetentionDays: z
       .number()

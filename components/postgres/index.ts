@@ -150,6 +150,16 @@ const identifier = () =>
 export const role = defineRole({
   name: "postgres",
   after: ["base", "docker"],
+  budget: {
+    monthlyCost: { amount: 0, currency: "EUR", what: "Runs on the server; its data on the Hetzner volume (priced with the server). About 160 MiB RAM idle, shared_buffers a quarter of RAM at most." },
+    secrets: [{ name: "postgres-app-password", livesIn: "Pulumi state (RandomPassword); on the server in the app's root-only env file and PostgreSQL's SCRAM verifier" }],
+    alerts: ["PostgreSQLDown", "PostgreSQLTooManyConnections", "DiskFullIn24h", "HighErrorRate", "TargetDown"],
+    failurePoints: [
+      "PostgreSQL down: every request that needs the database fails, and WAL archiving stops.",
+      "The data volume full: writes stop (DiskFullIn24h pages before).",
+      "Connections exhausted: new requests wait or fail (PostgreSQLTooManyConnections at 80 %).",
+    ],
+  },
   settings: z.object({
     postgresDatabase: identifier().default("app").describe("Name of the app's database, owned by the app role postgresUser."),
     postgresUser: identifier()

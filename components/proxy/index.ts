@@ -350,6 +350,19 @@ export type ProxyInputs = {
 export const role = defineRole({
   name: "proxy",
   after: ["base"],
+  budget: {
+    monthlyCost: { amount: 0, currency: "EUR", what: "Runs on the server: nginx and mtail (about 40 MiB RAM); Cloudflare's Free plan in front costs nothing." },
+    secrets: [
+      { name: "origin certificate key", livesIn: "Pulumi state (tls PrivateKey edge-origin-key); on the server in /etc/leaninfra/secrets, root-only" },
+      { name: "Let's Encrypt account and key (acmeEmail mode only)", livesIn: "on the server under /etc/letsencrypt, root-only" },
+    ],
+    alerts: ["SiteDown", "CertificateExpiresSoon", "HighErrorRate", "HighLatency", "TargetDown"],
+    failurePoints: [
+      "nginx down: the site is down (SiteDown pages).",
+      "The origin certificate expired: Cloudflare refuses the origin with 526 (CertificateExpiresSoon pages 14 days ahead).",
+      "Cloudflare adds address ranges: requests from them are refused at the firewall until `pulumi up` reads the new list.",
+    ],
+  },
   settings: proxySettingsSchema,
   inputs: {
     originTls: {

@@ -131,6 +131,18 @@ export function redisRole(settings: RedisSettings): HostRole {
 export const role = defineRole({
   name: "redis",
   after: ["base", "docker"],
+  budget: {
+    monthlyCost: { amount: 0, currency: "EUR", what: "Runs on the server: Redis with maxmemory capped (redisMaxMemoryMb, by default a share of RAM)." },
+    secrets: [
+      { name: "redis-app-password", livesIn: "Pulumi state (RandomPassword); on the server as its SHA-256 in Redis's ACL, and in the app's root-only env file" },
+      { name: "redis-admin-password", livesIn: "Pulumi state (RandomPassword); on the server in a root-only file for leaninfra-redis-cli" },
+    ],
+    alerts: ["RedisMemoryNearCap", "TargetDown", "SystemdUnitFailed"],
+    failurePoints: [
+      "Redis down: its one job (redisJob) fails: sessions log users out, a cache misses, a queue stops taking work.",
+      "maxmemory reached: keys are evicted or writes refused, as the job's eviction policy says.",
+    ],
+  },
   settings: z.object({
     redisJob: z
       .enum(["none", ...REDIS_JOB_NAMES])

@@ -23,6 +23,12 @@ import { renderScript } from "${REPO}/components/host/script";
 export const role = defineRole({
   name: "greeter",
   after: ["postgres"],
+  budget: {
+    monthlyCost: { amount: 0, currency: "EUR", what: "Runs on the server." },
+    secrets: [{ name: "greeter-token", livesIn: "Pulumi state (RandomPassword)" }],
+    alerts: ["SystemdUnitFailed"],
+    failurePoints: ["The greeter silent: nobody is greeted."],
+  },
   settings: z.object({
     greeterGreeting: z
       .string()
