@@ -1,6 +1,6 @@
 import * as ipaddr from "ipaddr.js";
 import { z } from "zod";
-import { FACT_KEYS, SettingsError, checkRoleOrder, placeholderInputs, type AnyRoleDefinition, type RoleSettings } from "../components/host/define";
+import { FACT_KEYS, SettingsError, checkRoleOrder, eachOnce, placeholderInputs, type AnyRoleDefinition, type RoleSettings } from "../components/host/define";
 import { roleProblems } from "../components/host/bundle";
 import { renderCloudInit } from "../components/host/cloud-init";
 import { PLACEHOLDER_HOST_KEY, hostKeyProblem } from "../components/host/host-key";
@@ -151,6 +151,7 @@ export const coreSchema = z
     sshAllowFrom: z
       .array(cidr)
       .min(1, { message: "is empty (accepted: at least one network, e.g. your office address as 203.0.113.7/32)" })
+      .superRefine(eachOnce(canonicalCidr))
       .describe("Networks allowed to reach SSH (port 22), as CIDRs. 0.0.0.0/0 or ::/0 also needs sshAllowAnywhere."),
     sshAllowAnywhere: z
       .boolean()
@@ -217,6 +218,7 @@ export const coreSchema = z
       .describe("Which name serves the site: apex (example.com, www redirects to it) or www (www.example.com, the apex redirects)."),
     extraHostnames: z
       .array(z.string().regex(HOSTNAME_LABEL, { message: "is not a host name label (accepted: a-z, 0-9 and '-', e.g. status)" }))
+      .superRefine(eachOnce())
       .default([])
       .describe("Further names under domain that point at the server through Cloudflare, e.g. [status] (Grafana has its own key, grafanaHostname)."),
     staticHostname: z
@@ -226,6 +228,7 @@ export const coreSchema = z
       .describe("Optional name under domain for static files only (e.g. static): everything on it is cached at the edge."),
     staticPathPrefixes: z
       .array(z.string().regex(/^\/[A-Za-z0-9._~\/-]*\/$/, { message: 'is not a path prefix (accepted: starts and ends with "/", e.g. /assets/)' }))
+      .superRefine(eachOnce())
       .default(["/assets/", "/static/"])
       .describe("Path prefixes of static files cached at Cloudflare's edge for staticEdgeTtlSeconds; other paths are not cached."),
     staticEdgeTtlSeconds: z

@@ -179,3 +179,26 @@ export function placeholderInputs(
   }
   return values;
 }
+
+/**
+ * A refinement for lists whose entries must differ (networks, host names, path prefixes): each repeat is
+ * reported at its own index, naming the entry it repeats. Use: `z.array(...).superRefine(eachOnce())`.
+ */
+export function eachOnce(normalize: (entry: string) => string = (entry) => entry) {
+  return (entries: readonly string[], ctx: z.core.$RefinementCtx<string[]>): void => {
+    const seen = new Map<string, number>();
+    // The entries' own checks run too and report an invalid entry; here it is compared as written.
+    const key = (entry: string) => {
+      try {
+        return normalize(entry);
+      } catch {
+        return entry;
+      }
+    };
+    entries.forEach((entry, index) => {
+      const first = seen.get(key(entry));
+      if (first === undefined) seen.set(key(entry), index);
+      else ctx.addIssue({ code: "custom", path: [index], input: entry, message: `repeats entry [${first}] (accepted: each entry once)` });
+    });
+  };
+}

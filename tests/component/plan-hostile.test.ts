@@ -33,6 +33,11 @@ const HOSTILE: Hostile[] = [
   // Networks: coverage, not equality; one spelling.
   { name: "two halves of the IPv4 internet", set: { sshAllowFrom: ["0.0.0.0/1", "128.0.0.0/1"] }, key: "leaninfra:sshAllowFrom", says: "cover the whole IPv4 internet" },
   { name: "the IPv6 internet in pieces", set: { sshAllowFrom: ["203.0.113.7/32", "::/2", "4000::/2", "8000::/1"] }, key: "leaninfra:sshAllowFrom", says: "cover the whole IPv6 internet" },
+  { name: "one network twice, spelled two ways", set: { sshAllowFrom: ["2001:db8::/48", "2001:DB8:0:0::/48"] }, key: "leaninfra:sshAllowFrom[1]", says: "repeats entry [0]" },
+  // Lists of names and prefixes: a repeat would render twice (two nginx locations, two DNS records).
+  { name: "a repeated network beside one that is not a network", set: { sshAllowFrom: ["garbage", "203.0.113.7/32", "203.0.113.7/32"] }, key: "leaninfra:sshAllowFrom[2]", says: "repeats entry [1]" },
+  { name: "a static path prefix twice", set: { staticPathPrefixes: ["/assets/", "/assets/"] }, key: "leaninfra:staticPathPrefixes[1]", says: "repeats entry [0]" },
+  { name: "an extra host name twice", set: { extraHostnames: ["status", "shop", "status"] }, key: "leaninfra:extraHostnames[2]", says: "repeats entry [0]" },
   { name: "an IPv4 network with a leading zero", set: { sshAllowFrom: ["010.0.0.0/8"] }, key: "leaninfra:sshAllowFrom[0]", says: "leading zero" },
   // Sizes the server does not have.
   { name: "more memory than the server type has", set: { serverType: "cx32", serverMemoryGb: 64 }, key: "leaninfra:serverMemoryGb", says: "more than server type cx32 has (8 GB)" },
