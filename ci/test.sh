@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # ci/test.sh [TIER...]: `npm test`'s setup and type-check, then the test tiers named (default: unit
-# component engine tools, the tiers that run in a container: no systemd inside). `integration` boots
-# Debian 13 roots with systemd-nspawn and loop devices: it needs root on a machine (a VM or a
-# shell-executor runner), not a container. Run after `npm ci`.
+# component engine, the tiers that run in a container). `tools` and `integration` run commands in
+# Debian 13 roots with systemd-nspawn, overlay mounts and loop devices: they need root on a machine
+# (a VM or a shell-executor runner), not a container. Run after `npm ci`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=ci/lib.sh
 source ci/lib.sh
 
 tiers=("$@")
-((${#tiers[@]})) || tiers=(unit component engine tools)
+((${#tiers[@]})) || tiers=(unit component engine)
 globs=()
 for tier in "${tiers[@]}"; do
   [[ -d tests/$tier ]] || ci_fail "test: \"$tier\" is not a test tier (allowed: $(cd tests && find . -mindepth 2 -maxdepth 2 -name '*.test.ts' -printf '%h\n' | sed 's#^\./##' | sort -u | paste -sd' ' -))"

@@ -77,7 +77,7 @@ describe("GitHub workflow", () => {
       jobs: Record<string, { if?: string; needs?: string; permissions?: Record<string, string>; concurrency?: unknown; steps: { uses?: string; run?: string; with?: Record<string, unknown> }[] }>;
     };
     assert.deepEqual(Object.keys(wf.on).sort(), ["pull_request", "push", "workflow_dispatch"]);
-    assert.deepEqual(Object.keys(wf.jobs), ["test", "integration", "preview", "up", "rollback"]);
+    assert.deepEqual(Object.keys(wf.jobs), ["test", "system-tests", "preview", "up", "rollback"]);
     assert.equal(wf.jobs.preview.if, "github.event_name == 'pull_request'");
     assert.equal(wf.jobs.preview.permissions?.["pull-requests"], "write");
     assert.ok(wf.jobs.preview.steps.some((s) => s.run === "bash ci/preview.sh github"));
@@ -120,7 +120,7 @@ describe("GitLab pipeline", () => {
     // GitLab leaves CI_COMMIT_BRANCH unset in merge-request pipelines; gitlab-ci-local would read it from git.
     assert.deepEqual(jobs({ CI_PIPELINE_SOURCE: "merge_request_event", CI_MERGE_REQUEST_IID: "3", CI_COMMIT_BRANCH: "" }), {
       test: "test on_success",
-      integration: "test never",
+      "system-tests": "test never",
       preview: "preview on_success",
       up: "deploy never",
       rollback: "deploy never",
@@ -130,17 +130,17 @@ describe("GitLab pipeline", () => {
   test("a push to the default branch: test, up, and rollback by hand", () => {
     assert.deepEqual(jobs({ CI_PIPELINE_SOURCE: "push" }), {
       test: "test on_success",
-      integration: "test never",
+      "system-tests": "test never",
       preview: "preview never",
       up: "deploy on_success",
       rollback: "deploy manual allow_failure",
     });
   });
 
-  test("a push to another branch deploys nothing; a root runner's tag adds the integration tests", () => {
+  test("a push to another branch deploys nothing; a root runner's tag adds the tool and integration tests", () => {
     const other = jobs({ CI_PIPELINE_SOURCE: "push", CI_COMMIT_BRANCH: "feature" });
     assert.deepEqual([other.preview, other.up, other.rollback], ["preview never", "deploy never", "deploy never"]);
-    assert.equal(jobs({ CI_PIPELINE_SOURCE: "push", LEANINFRA_ROOT_RUNNER: "debian-root" }).integration, "test on_success");
+    assert.equal(jobs({ CI_PIPELINE_SOURCE: "push", LEANINFRA_ROOT_RUNNER: "debian-root" })["system-tests"], "test on_success");
   });
 
   test("as expanded by gitlab-ci-local: up and rollback share resource_group production; npm and plugins cached on the lock file", () => {
