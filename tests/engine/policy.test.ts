@@ -1,0 +1,99 @@
+// `pulumi preview --policy-pack policy` through the real CLI: the Node.js language host starts the
+// pack (RunPlugin, tests/engine/langhost/runplugin.go) with the stack's settings, the engine sends it
+// every resource, and a mandatory violation fails the preview naming the policy and the resource.
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { after, test } from "node:test";
+import { ok } from "./engine";
+import { EngineWorkspace, PROJECT_FILES } from "./workspace";
+
+const PACK = "leaninfra@v1.0.0";
+const workspaces: EngineWorkspace[] = [];
+after(() => workspaces.forEach((ws) => ws.dispose()));
+
+/** The prod stack (Pulumi.prod.yaml with stand-in secrets) in a fork that has the pack. */
+function prodWorkspace(): EngineWorkspace {
+  const ws = new EngineWorkspace({ projectFiles: [...PROJECT_FILES, "policy"] });
+  workspaces.push(ws);
+  ws.initProdStack();
+  return ws;
+}
+
+function previewWithPack(ws: EngineWorkspace) {
+  return ws.pulumi(["preview", "--policy-pack", "policy"]);
+}
+
+/** The "<policy> (<type>: <name>)" lines of the preview's policy report ("- [mandatory]  <policy>  (<type>: <name>)"). */
+function violationLines(output: string): string[] {
+  return output
+    .split("\n")
+    .map((line) => line.trim())
+    .filter((line) => /^- \[mandatory\]/.test(line))
+    .map((line) => line.replace(/^- \[mandatory\]\s+/, "").replace(/\s+/g, " "));
+}
+
+test("today's prod stack passes every policy of the pack", () => {
+  const ws = prodWorkspace();
+  const r = ok(previewWithPack(ws), "pulumi preview --policy-pack policy");
+  assert.match(r.output, new RegExp(`Policies:\\s+✅ ${PACK.replace(/[.@]/g, "\\$&")} \\(local: policy\\)`), r.output);
+  // The policies saw known values: none was skipped for an unknown input.
+  assert.doesNotMatch(r.output, /can't run policy/, r.output);
+  assert.match(r.output, /\+ 58 to create/);
+
+  // The stack's settings reach the pack: with sshAllowAnywhere, SSH from anywhere is accepted; with a
+  // production stack whose protection the program lets off (allowUnprotectedProduction) and the backups
+  // in the zone's account (backupAllowSameAccount), the pack refuses both.
+  for (const [key, value] of [
+    ["leaninfra:sshAllowAnywhere", "true"],
+    ["leaninfra:deleteProtection", "false"],
+    ["leaninfra:allowUnprotectedProduction", "true"],
+    ["leaninfra:backupAllowSameAccount", "true"],
+    ["leaninfra:backupAccountId", "0123456789abcdef0123456789abcdef"],
+  ]) {
+    ok(ws.pulumi(["config", "set", key, value]), `config set ${key}`);
+  }
+  ok(ws.pulumi(["config", "set", "--path", "leaninfra:sshAllowFrom[2]", "0.0.0.0/0"]), "config set sshAllowFrom[2]");
+  const refused = previewWithPack(ws);
+  assert.notEqual(refused.code, 0, refused.output);
+  assert.match(refused.output, new RegExp(`❌ ${PACK.replace(/[.@]/g, "\\$&")} \\(local: policy\\)`), refused.output);
+  const lines = violationLines(refused.output);
+  assert.deepEqual(
+    lines.map((line) => line.split(" ")[0]).sort(),
+    [
+      "backup-bucket-in-second-account",
+      "production-delete-protection",
+      "production-delete-protection",
+      "production-delete-protection",
+      "production-delete-protection",
+    ],
+    refused.output,
+  );
+  for (const name of ["host-server", "host-data", "host-ipv4", "host-ipv6"]) {
+    assert.ok(lines.some((line) => line.startsWith("production-delete-protection") && line.includes(`: ${name})`)), `${name} named:\n${lines.join("\n")}`);
+  }
+  assert.match(refused.output, /Server host-server is production but has deleteProtection and rebuildProtection off/);
+  assert.match(refused.output, /R2 bucket backups-bucket is in account 0123456789abcdef0123456789abcdef, the account that holds the zone \(leaninfra:cloudflareAccountId\)/);
+  assert.doesNotMatch(refused.output, /ssh-not-from-whole-internet/);
+});
+
+test("a firewall rule for PostgreSQL (a fork's edited components/host/firewall.ts) fails the preview", () => {
+  const ws = prodWorkspace();
+  // No config key opens a port: the edit a fork would make, one rule more in firewallRules.
+  const file = path.join(ws.project, "components/host/firewall.ts");
+  const source = fs.readFileSync(file, "utf8");
+  const anchor = '{ direction: "in", protocol: "icmp"';
+  assert.ok(source.includes(anchor), "firewallRules still ends with its ICMP rule");
+  fs.writeFileSync(file, source.replace(anchor, `{ direction: "in", protocol: "tcp", port: "5432", sourceIps: ["203.0.113.7/32"], description: "PostgreSQL" },\n    ${anchor}`));
+
+  const r = previewWithPack(ws);
+  assert.notEqual(r.code, 0, r.output);
+  const lines = violationLines(r.output);
+  assert.deepEqual(
+    lines.map((line) => line.split(" ")[0]).sort(),
+    ["databases-not-exposed", "public-ports-only-ssh-web"],
+    r.output,
+  );
+  assert.ok(lines.every((line) => line.includes("(hcloud:index:Firewall: host-firewall)")), lines.join("\n"));
+  assert.match(r.output, /PostgreSQL \(port 5432\) is exposed: Firewall host-firewall admits tcp 5432 from 203\.0\.113\.7\/32/);
+});
