@@ -5,8 +5,8 @@
 # The language host's own module is not served; sdk/v3@v3.68.0 still carries it and runs with this CLI.
 # Its RunPlugin (how this CLI starts a Node.js policy pack) answers "not supported" there, so the host
 # is built from a copy of its package with that one function replaced by langhost/runplugin.go. The
-# host is rebuilt alone (seconds, not the CLI's minutes) when that file changes: its checksum is kept
-# beside the binary.
+# host is rebuilt alone (seconds, not the CLI's minutes) when that file or this script changes: their
+# checksum is kept beside the binary.
 set -euo pipefail
 
 cli_version=v3.274.1
@@ -14,7 +14,7 @@ langhost_sdk=v3.68.0
 cache=${LEANINFRA_ROOT_CACHE:-/var/cache/leaninfra}
 out="$cache/tools/pulumi-$cli_version"
 run_plugin="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/langhost/runplugin.go"
-langhost_sum=$(sha256sum "$run_plugin" | cut -d' ' -f1)
+langhost_sum=$(cat "$run_plugin" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)
 export PATH="$PATH:/usr/local/go/bin" GOTOOLCHAIN=auto GOFLAGS=-mod=mod
 
 built() {
@@ -69,11 +69,13 @@ build_langhost() {
   grep -q 'RunPlugin' "$dir/main.go" && { echo "build-pulumi: RunPlugin still in the host's main.go" >&2; return 1; }
   cp "$run_plugin" "$dir/runplugin.go"
   rm -f "$dir/tools.go" "$dir/unused"
-  (cd "$dir" && go build -trimpath -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$langhost_sdk" -o "$output" .)
+  # gofmt and go vet read runplugin.go (and the host's sources around it) before it is built.
+  [[ -z "$(gofmt -l "$dir/runplugin.go")" ]] || { echo "build-pulumi: gofmt -d $run_plugin" >&2; return 1; }
+  (cd "$dir" && go vet . && go build -trimpath -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$langhost_sdk" -o "$output" .)
 }
 
 if [[ -x "$out/pulumi" ]]; then
-  echo "build-pulumi: building the Node.js language host (its RunPlugin changed)" >&2
+  echo "build-pulumi: building the Node.js language host (runplugin.go or this script changed)" >&2
   build_langhost "$work/pulumi-language-nodejs"
   mv -f "$work/pulumi-language-nodejs" "$out/pulumi-language-nodejs"
   echo "$langhost_sum" >"$out/.langhost-runplugin"
