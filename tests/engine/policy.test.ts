@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, test } from "node:test";
 import { ok } from "./engine";
-import { EngineWorkspace, PROJECT_FILES } from "./workspace";
+import { EngineWorkspace, PROJECT_FILES, standinSecret } from "./workspace";
 
 const PACK = "leaninfra@v1.0.0";
 const workspaces: EngineWorkspace[] = [];
@@ -33,7 +33,7 @@ function violationLines(output: string): string[] {
     .map((line) => line.replace(/^- \[mandatory\]\s+/, "").replace(/\s+/g, " "));
 }
 
-test("today's prod stack passes every policy of the pack", () => {
+test("today's prod stack passes every policy; with its settings changed, protection off in production and the backups in the zone's account fail", () => {
   const ws = prodWorkspace();
   const r = ok(previewWithPack(ws), "pulumi preview --policy-pack policy");
   assert.match(r.output, new RegExp(`Policies:\\s+✅ ${PACK.replace(/[.@]/g, "\\$&")} \\(local: policy\\)`), r.output);
@@ -43,7 +43,7 @@ test("today's prod stack passes every policy of the pack", () => {
 
   // The stack's settings reach the pack: with sshAllowAnywhere, SSH from anywhere is accepted; with a
   // production stack whose protection the program lets off (allowUnprotectedProduction) and the backups
-  // in the zone's account (backupAllowSameAccount), the pack refuses both.
+  // in the zone's account (backupAllowSameAccount) and reached with its token, the pack refuses both.
   for (const [key, value] of [
     ["leaninfra:sshAllowAnywhere", "true"],
     ["leaninfra:deleteProtection", "false"],
@@ -54,6 +54,8 @@ test("today's prod stack passes every policy of the pack", () => {
     ok(ws.pulumi(["config", "set", key, value]), `config set ${key}`);
   }
   ok(ws.pulumi(["config", "set", "--path", "leaninfra:sshAllowFrom[2]", "0.0.0.0/0"]), "config set sshAllowFrom[2]");
+  // The zone's token set to the backup account's: the pack sees the bucket's provider and its token.
+  ok(ws.pulumi(["config", "set", "--secret", "cloudflare:apiToken"], { stdin: standinSecret("leaninfra:backupApiToken", "0123456789") }), "config set cloudflare:apiToken");
   const refused = previewWithPack(ws);
   assert.notEqual(refused.code, 0, refused.output);
   assert.match(refused.output, new RegExp(`❌ ${PACK.replace(/[.@]/g, "\\$&")} \\(local: policy\\)`), refused.output);
@@ -61,6 +63,7 @@ test("today's prod stack passes every policy of the pack", () => {
   assert.deepEqual(
     lines.map((line) => line.split(" ")[0]).sort(),
     [
+      "backup-bucket-in-second-account",
       "backup-bucket-in-second-account",
       "production-delete-protection",
       "production-delete-protection",
@@ -74,6 +77,7 @@ test("today's prod stack passes every policy of the pack", () => {
   }
   assert.match(refused.output, /Server host-server is production but has deleteProtection and rebuildProtection off/);
   assert.match(refused.output, /R2 bucket backups-bucket is in account 0123456789abcdef0123456789abcdef, the account that holds the zone \(leaninfra:cloudflareAccountId\)/);
+  assert.match(refused.output, /R2 bucket backups-bucket's provider \(backup-account\) uses the zone's token \(cloudflare:apiToken\)/);
   assert.doesNotMatch(refused.output, /ssh-not-from-whole-internet/);
 });
 
