@@ -1,4 +1,7 @@
+import * as fs from "node:fs";
+import * as path from "node:path";
 import * as ipaddr from "ipaddr.js";
+import { parse } from "yaml";
 import { z } from "zod";
 import { FACT_KEYS, SettingsError, checkRoleOrder, eachOnce, placeholderInputs, type AnyRoleDefinition, type RoleSettings } from "../components/host/define";
 import { roleProblems } from "../components/host/bundle";
@@ -9,9 +12,20 @@ import { serverTypeInfo } from "./cost";
 import { stackInputPlaceholders } from "./placeholders";
 import { ROLES } from "./roles";
 
-// Every project key is a flat, top-level key under `leaninfra:` because Pulumi's project config
+// Every project key is a flat, top-level key under `<project>:` because Pulumi's project config
 // schema (Pulumi.yaml `config:`) can only declare string, integer, boolean and array keys.
-export const PROJECT = "leaninfra";
+export const PROJECT = projectName(path.resolve(__dirname, "../Pulumi.yaml"));
+
+/**
+ * The project's name, `name:` in Pulumi.yaml: the namespace of its config keys. Pulumi puts every key
+ * the project declares, and every key `pulumi config set` or `pulumi new` writes without one, under
+ * that name, and refuses typed declarations under another; `pulumi new --name shop` renames it.
+ */
+export function projectName(projectFile: string): string {
+  const name = (parse(fs.readFileSync(projectFile, "utf8")) as { name?: unknown } | null)?.name;
+  if (typeof name !== "string" || name === "") throw new Error(`${projectFile}: no project name`);
+  return name;
+}
 
 export const LOCATIONS = ["fsn1", "nbg1", "hel1", "ash", "hil", "sin"] as const;
 // Hetzner sells the shared Intel (cx) and Arm (cax) types in its EU locations only.
@@ -586,6 +600,13 @@ export const configSchema = modelOf(ROLES).schema;
 export const SECRET_KEYS = modelOf(ROLES).secretKeys;
 
 /**
+ * List keys that `pulumi new` asks for: a template's answer is one line of text, so these take a
+ * list or its entries separated by commas ("203.0.113.7/32, 2001:db8::/48"). Pulumi.yaml declares
+ * them without a type, since the CLI would refuse the text as not an array.
+ */
+export const TEXT_LIST_KEYS: ReadonlySet<string> = new Set(["sshAllowFrom"]);
+
+/**
  * Pulumi passes every config value to the program as a string ("true", "20", "[\"1.2.3.4/32\"]");
  * a stack file read offline gives YAML types. Both become the declared type here; anything that
  * does not decode is left as it is, for validation to report.
@@ -595,6 +616,7 @@ export function decodeRawValue(key: string, value: unknown, roles: readonly AnyR
   if (!schema || typeof value !== "string") return value;
   const type = declaredType(schema);
   if (type === "string") return value;
+  if (TEXT_LIST_KEYS.has(key) && !value.trimStart().startsWith("[")) return value.split(/[\s,]+/).filter((entry) => entry !== "");
   try {
     return JSON.parse(value);
   } catch {
@@ -649,7 +671,7 @@ function textProblems(decoded: Record<string, unknown>): string[] {
 }
 
 // Provider keys that hold credentials: refused in clear like the project's own secret keys.
-const PROVIDER_SECRET = /^(?!leaninfra:)[a-z0-9-]+:.*(token|password|secret|apikey)$/i;
+const PROVIDER_SECRET = new RegExp(`^(?!${PROJECT.replace(/[.]/g, "\\.")}:)[a-z0-9-]+:.*(token|password|secret|apikey)$`, "i");
 
 /**
  * A provider credential (hcloud:token, cloudflare:apiToken, ...) stored in plain text in the stack file:
@@ -661,6 +683,32 @@ export function providerSecretProblems(config: Record<string, unknown>, encrypte
   return Object.keys(config)
     .filter((key) => PROVIDER_SECRET.test(key) && config[key] !== "" && !encrypted.has(key))
     .map((key) => `${key}: is stored in plain text in the stack file (value not shown; accepted: an encrypted value, set with \`pulumi config set --secret ${key}\`)`);
+}
+
+/**
+ * Settings written under another project's name (e.g. `leaninfra:domain` in a project that `pulumi new
+ * --name shop` named shop): Pulumi hands the program only `shop:` keys, so they would be ignored. One
+ * line per namespace, with the fix: the keys without a namespace (Pulumi reads them as the project's),
+ * after removing those the project also sets under its own name (e.g. `pulumi new`'s answers).
+ */
+export function otherProjectKeyProblems(config: Record<string, unknown>, roles: readonly AnyRoleDefinition[] = ROLES): string[] {
+  const model = modelOf(roles);
+  const settings = new Set([...Object.keys(model.schema.shape), ...Object.keys(model.secretKeys)]);
+  const byNamespace = new Map<string, string[]>();
+  for (const key of Object.keys(config)) {
+    const [namespace, name] = key.split(":", 2);
+    if (name === undefined || namespace === PROJECT || !settings.has(name)) continue;
+    byNamespace.set(namespace, [...(byNamespace.get(namespace) ?? []), name]);
+  }
+  const some = (names: string[]) => (names.length > 3 ? `${names.slice(0, 3).join(", ")} and ${names.length - 3} more` : names.join(", "));
+  return [...byNamespace].map(([namespace, names]) => {
+    const twice = names.filter((name) => `${PROJECT}:${name}` in config);
+    const first = twice.length ? `first \`pulumi config rm ${namespace}:<key>\` for those also set as ${PROJECT}:<key> (${twice.join(", ")}), then ` : "";
+    return (
+      `${namespace}:*: ${some(names)} are set under ${namespace}:, but this project is named ${PROJECT} (Pulumi.yaml), so they would be ignored ` +
+      `(accepted: ${PROJECT}:<key>, or the key without a namespace: ${first}sed -i 's/^  ${namespace}:/  /' Pulumi.<stack>.yaml)`
+    );
+  });
 }
 
 export interface ValidateOptions {
@@ -767,6 +815,7 @@ export function validateConfig(stack: string, raw: Record<string, unknown>, encr
   }
   if (encryptedKeys) problems.push(...plaintextSecretProblems(raw, encryptedKeys, roles));
   if (encryptedKeys && options.allConfig) problems.push(...providerSecretProblems(options.allConfig, encryptedKeys));
+  if (options.allConfig) problems.push(...otherProjectKeyProblems(options.allConfig, roles));
   problems.push(...textProblems(decoded));
   const stackProblem = stackNameProblem(stack);
   if (stackProblem) problems.push(stackProblem);
@@ -790,7 +839,8 @@ export function validateConfig(stack: string, raw: Record<string, unknown>, encr
 }
 
 export interface PulumiConfigDeclaration {
-  type: "string" | "integer" | "boolean" | "array";
+  /** Absent for TEXT_LIST_KEYS, which take a list or a line of text. */
+  type?: "string" | "integer" | "boolean" | "array";
   description: string;
   secret?: boolean;
   default?: unknown;
@@ -808,6 +858,10 @@ export function pulumiConfigDeclarations(roles: readonly AnyRoleDefinition[] = R
       declaration.items = { type: String((schema.items as z.core.JSONSchema.BaseSchema).type) };
     }
     if (schema.default !== undefined) declaration.default = type === "number" ? String(schema.default) : schema.default;
+    if (TEXT_LIST_KEYS.has(key)) {
+      delete declaration.type;
+      delete declaration.items;
+    }
     out[key] = declaration;
   }
   for (const [key, secret] of Object.entries(model.secretKeys)) {

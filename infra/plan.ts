@@ -48,6 +48,10 @@ export function readStackFile(stack: string, root = ROOT): StackFile {
   const secretKeys: string[] = [];
   for (const [rawKey, literalValue] of Object.entries(entries)) {
     const key = rawKey.includes(":") ? rawKey : `${PROJECT}:${rawKey}`;
+    // Pulumi reads `domain` as `<project>:domain`; with both in the file it would take either one.
+    if (key in config || secretKeys.includes(key)) {
+      throw new PlanInputError(`${path.basename(file)} sets ${key} twice (as ${key} and ${key.slice(PROJECT.length + 1)}): keep one.`);
+    }
     const value = asPulumi(literalValue, typedEntries[rawKey]);
     if (value && typeof value === "object" && !Array.isArray(value) && "secure" in value) {
       secretKeys.push(key);
