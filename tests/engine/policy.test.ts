@@ -81,23 +81,31 @@ test("today's prod stack passes every policy; with its settings changed, protect
   assert.doesNotMatch(refused.output, /ssh-not-from-whole-internet/);
 });
 
-test("a firewall rule for PostgreSQL (a fork's edited components/host/firewall.ts) fails the preview", () => {
+/** Replaces `from` (which must be there) with `to` in a file of the workspace's copy of the project. */
+function editCopy(ws: EngineWorkspace, file: string, from: RegExp, to: string): void {
+  const target = path.join(ws.project, file);
+  const source = fs.readFileSync(target, "utf8");
+  assert.match(source, from, `${file} still has what the test edits`);
+  fs.writeFileSync(target, source.replace(from, to));
+}
+
+test("a fork's firewall rule for PostgreSQL and a role without alerts fail the preview", () => {
   const ws = prodWorkspace();
+  // A role whose budget names no alert: the edit of a fork that adds a role and leaves its alerts out.
+  editCopy(ws, "components/postgres/index.ts", /alerts: \["PostgreSQLDown"[^\]]*\]/, "alerts: []");
   // No config key opens a port: the edit a fork would make, one rule more in firewallRules.
-  const file = path.join(ws.project, "components/host/firewall.ts");
-  const source = fs.readFileSync(file, "utf8");
-  const anchor = '{ direction: "in", protocol: "icmp"';
-  assert.ok(source.includes(anchor), "firewallRules still ends with its ICMP rule");
-  fs.writeFileSync(file, source.replace(anchor, `{ direction: "in", protocol: "tcp", port: "5432", sourceIps: ["203.0.113.7/32"], description: "PostgreSQL" },\n    ${anchor}`));
+  editCopy(ws, "components/host/firewall.ts", /\{ direction: "in", protocol: "icmp"/, '{ direction: "in", protocol: "tcp", port: "5432", sourceIps: ["203.0.113.7/32"], description: "PostgreSQL" },\n    $&');
 
   const r = previewWithPack(ws);
   assert.notEqual(r.code, 0, r.output);
   const lines = violationLines(r.output);
   assert.deepEqual(
     lines.map((line) => line.split(" ")[0]).sort(),
-    ["databases-not-exposed", "public-ports-only-ssh-web"],
+    ["databases-not-exposed", "public-ports-only-ssh-web", "roles-declare-budget"],
     r.output,
   );
-  assert.ok(lines.every((line) => line.includes("(hcloud:index:Firewall: host-firewall)")), lines.join("\n"));
+  assert.equal(lines.filter((line) => line.includes("(hcloud:index:Firewall: host-firewall)")).length, 2, lines.join("\n"));
+  assert.ok(lines.includes("roles-declare-budget (command:remote:Command: host-role-postgres)"), lines.join("\n"));
+  assert.match(r.output, /host-role-postgres deploys the postgres role, whose budget is incomplete: alerts \(at least one alert name\)/);
   assert.match(r.output, /PostgreSQL \(port 5432\) is exposed: Firewall host-firewall admits tcp 5432 from 203\.0\.113\.7\/32/);
 });
