@@ -8,12 +8,16 @@ ci_fail() {
 }
 
 # stack_setting FILE KEY: a plain value of the stack file's config (empty when unset), read with the
-# yaml package the program uses, so quoting and comments are read as Pulumi reads them.
+# yaml package the program uses, so quoting and comments are read as Pulumi reads them. KEY is a
+# project setting's name (appTag): written <project>:appTag or without a namespace, as Pulumi reads both.
 stack_setting() {
   node -e '
+    const fs = require("node:fs");
+    const { parse } = require("yaml");
     const [file, key] = process.argv.slice(1);
-    const doc = require("yaml").parse(require("node:fs").readFileSync(file, "utf8")) ?? {};
-    const value = (doc.config ?? {})[key];
+    const project = (parse(fs.readFileSync("Pulumi.yaml", "utf8")) ?? {}).name;
+    const config = (parse(fs.readFileSync(file, "utf8")) ?? {}).config ?? {};
+    const value = config[project + ":" + key] ?? config[key];
     if (value !== undefined && value !== null && typeof value !== "object") console.log(String(value));
   ' "$1" "$2"
 }
@@ -41,8 +45,9 @@ require_backend() {
           ci_fail "PULUMI_BACKEND_URL is an s3:// bucket but AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not both set: set the state bucket's S3 credentials as masked CI secrets"
         bucket=${PULUMI_BACKEND_URL#s3://}
         bucket=${bucket%%[/?]*}
-        backup=$(stack_setting "Pulumi.$stack.yaml" leaninfra:backupBucketName)
-        backup=${backup:-leaninfra-$stack-backups}
+        backup=$(stack_setting "Pulumi.$stack.yaml" backupBucketName)
+        [[ -n $backup ]] ||
+          backup=$(node --require ts-node/register/transpile-only -e 'console.log(require("./infra/config").defaultBucketName(process.argv[1]))' "$stack")
         [[ $bucket != "$backup" ]] ||
           ci_fail "PULUMI_BACKEND_URL is the backup bucket ($backup): keep the state in a bucket of its own, in another account than the backups (allowed: any other bucket, or Pulumi Cloud)"
         ;;

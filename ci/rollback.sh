@@ -12,7 +12,7 @@ source ci/lib.sh
 stack=${STACK:-prod}
 file=Pulumi.$stack.yaml
 [[ -f $file ]] || ci_fail "no $file in this checkout (STACK=$stack)"
-current=$(stack_setting "$file" leaninfra:appTag)
+current=$(stack_setting "$file" appTag)
 
 # previous_tag: the first appTag, going back through the commits that changed the stack file, that
 # differs from today's; empty when there is none.
@@ -22,7 +22,7 @@ previous_tag() {
     ci_fail "rollback: this checkout is shallow; the job needs the whole history (GIT_DEPTH: 0 / fetch-depth: 0) to find the previous appTag"
   for commit in $(git log --format=%H -- "$file"); do
     text=$(git show "$commit:$file" 2>/dev/null) || continue
-    tag=$(stack_setting_text "$text" leaninfra:appTag)
+    tag=$(stack_setting_text "$text" appTag)
     if [[ -n $tag && $tag != "$current" ]]; then
       echo "$tag"
       return
@@ -42,11 +42,11 @@ fi
 [[ $target != "$current" ]] || echo "rollback: $target is $file's appTag already: redeploying it"
 
 require_backend "$stack"
-pulumi config set --stack "$stack" leaninfra:appTag "$target"
+pulumi config set --stack "$stack" appTag "$target"
 bash ci/up.sh
 cat <<MSG
 rollback: stack $stack runs appTag $target. This checkout's change was not committed: set
-  leaninfra:appTag: $target
+  appTag: $target
 in $file and commit it to the default branch (or revert the commit that set $current), or the next
 push deploys $current again.
 MSG

@@ -21,7 +21,7 @@ if [[ -n ${LEANINFRA_SSH_PRIVATE_KEY:-} ]]; then
   # ssh-add wants the key's last line to end in a newline; CI variables often drop it.
   printf '%s\n' "$LEANINFRA_SSH_PRIVATE_KEY" | ssh-add - >/dev/null
 elif [[ -z ${SSH_AUTH_SOCK:-} ]]; then
-  ci_fail "no SSH key: set LEANINFRA_SSH_PRIVATE_KEY (the private half of leaninfra:adminSshPublicKey) as a masked CI secret; pulumi up applies the host roles over SSH"
+  ci_fail "no SSH key: set LEANINFRA_SSH_PRIVATE_KEY (the private half of adminSshPublicKey) as a masked CI secret; pulumi up applies the host roles over SSH"
 fi
 
 pulumi up --yes --diff --stack "$stack" --policy-pack "$pack" --non-interactive --color never "$@"

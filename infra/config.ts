@@ -270,7 +270,7 @@ export const coreSchema = z
       .string()
       .refine((v) => v === "" || /^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/.test(v), { message: "is not an R2 bucket name (accepted: 3-63 characters of a-z, 0-9 and '-', not starting or ending with '-')" })
       .default("")
-      .describe("Name of the R2 backup bucket. Empty: leaninfra-<stack>-backups."),
+      .describe("Name of the R2 backup bucket. Empty: <project>-<stack>-backups, e.g. leaninfra-prod-backups."),
     backupLocationHint: z
       .enum(["weur", "eeur", "wnam", "enam", "apac", "oc"])
       .default("weur")
@@ -443,7 +443,7 @@ export interface StackConfig extends CoreConfig {
   /** The server's fully qualified name: <hostname>.<domain>. */
   readonly fqdn: string;
   readonly isProduction: boolean;
-  /** The R2 bucket's name: backupBucketName, or leaninfra-<stack>-backups. */
+  /** The R2 bucket's name: backupBucketName, or <project>-<stack>-backups. */
   readonly bucketName: string;
   /** The server's RAM in MB and its vCPUs: serverMemoryGb, else the server type's. */
   readonly memoryMb: number;
@@ -474,10 +474,13 @@ export function stackNameProblem(stack: string): string | undefined {
   return `stack name: "${stack}" cannot label Hetzner resources (accepted: up to 63 letters, digits, "-", "_" and ".", starting and ending with a letter or digit); create the stack under a shorter name`;
 }
 
-/** leaninfra-<stack>-backups, with the stack name folded into what R2 accepts. */
-export function defaultBucketName(stack: string): string {
-  const slug = stack.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 40) || "stack";
-  return `leaninfra-${slug}-backups`;
+/**
+ * <project>-<stack>-backups (leaninfra-prod-backups here), each name folded into what R2 accepts: two
+ * products made from this template keep apart in one backup account even when both stacks are prod.
+ */
+export function defaultBucketName(stack: string, project: string = PROJECT): string {
+  const slug = (name: string, max: number, fallback: string) => name.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, max).replace(/-+$/, "") || fallback;
+  return `${slug(project, 12, "leaninfra")}-${slug(stack, 40, "stack")}-backups`;
 }
 
 export function keyPath(path: readonly PropertyKey[]): string {

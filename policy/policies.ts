@@ -4,8 +4,9 @@
 import type { ReportViolation, ResourceValidationArgs, ResourceValidationPolicy } from "@pulumi/policy";
 import { isRedisJob, REDIS_JOB_LIST } from "../components/redis/config";
 import type { AnyRoleDefinition } from "../components/host/define";
+// The config namespace: the project's name in Pulumi.yaml (leaninfra, or what `pulumi new --name` chose).
+import { PROJECT } from "../infra/config";
 
-const PROJECT = "leaninfra";
 
 /** The keys of the stack's config the policies read, with the program's defaults (infra/config.ts). */
 export interface StackSettings {
@@ -115,7 +116,7 @@ export const publicPortsOnly: Validator = (args, reportViolation) => {
       reportViolation(
         `Firewall ${args.name} admits ${describeRule(rule)}; the internet may reach only TCP/UDP ${PUBLIC_PORTS.join(", ")} and ICMP. ` +
           "Remove the rule from components/host/firewall.ts (firewallRules); reach other services through SSH (ssh -L), " +
-          "and serve web traffic through nginx on 443 (leaninfra:cdnProxy).",
+          `and serve web traffic through nginx on 443 (${PROJECT}:cdnProxy).`,
         args.urn,
       );
     }
@@ -131,7 +132,7 @@ export function sshNotFromEverywhere(settings: StackSettings): Validator {
       if (admits(portRange(rule), 22) && everyone.length > 0) {
         reportViolation(
           `Firewall ${args.name} admits SSH (port 22) from ${everyone.join(" and ")}, the whole internet. ` +
-            "List your own networks in leaninfra:sshAllowFrom, or set leaninfra:sshAllowAnywhere true to accept SSH open to everyone.",
+            `List your own networks in ${PROJECT}:sshAllowFrom, or set ${PROJECT}:sshAllowAnywhere true to accept SSH open to everyone.`,
           args.urn,
         );
       }
@@ -186,11 +187,11 @@ export function backupBucketInSecondAccount(settings: StackSettings): Validator 
     if (settings.backupAllowSameAccount && settings.environment !== "production") return;
     const accountId = String(args.props.accountId ?? "");
     const remedy =
-      "Put the backups in a second Cloudflare account: its id in leaninfra:backupAccountId, its token in leaninfra:backupApiToken " +
+      `Put the backups in a second Cloudflare account: its id in ${PROJECT}:backupAccountId, its token in ${PROJECT}:backupApiToken ` +
       "(README: the backup account).";
     if (settings.cloudflareAccountId && accountId === settings.cloudflareAccountId) {
       reportViolation(
-        `R2 bucket ${args.name} is in account ${accountId}, the account that holds the zone (leaninfra:cloudflareAccountId). ${remedy}`,
+        `R2 bucket ${args.name} is in account ${accountId}, the account that holds the zone (${PROJECT}:cloudflareAccountId). ${remedy}`,
         args.urn,
       );
     }
@@ -215,8 +216,8 @@ export function redisOnlyWithJob(settings: StackSettings): Validator {
   return (args, reportViolation) => {
     if (roleOfCommand(args) !== "redis" || isRedisJob(settings.redisJob)) return;
     reportViolation(
-      `${args.name} installs Redis, but leaninfra:redisJob is ${JSON.stringify(settings.redisJob)}. Redis runs here only with one named job: ` +
-        `${REDIS_JOB_LIST}; set leaninfra:redisJob to it, or none to leave Redis out.`,
+      `${args.name} installs Redis, but ${PROJECT}:redisJob is ${JSON.stringify(settings.redisJob)}. Redis runs here only with one named job: ` +
+        `${REDIS_JOB_LIST}; set ${PROJECT}:redisJob to it, or none to leave Redis out.`,
       args.urn,
     );
   };
@@ -236,7 +237,7 @@ export function productionProtected(settings: StackSettings): Validator {
     if (off.length > 0) {
       reportViolation(
         `${args.type.split(":").pop()} ${args.name} is production but has ${off.join(" and ")} off: one mistaken delete or rebuild ` +
-          "loses the server, its data or its addresses. Set leaninfra:deleteProtection true (leaninfra:allowUnprotectedProduction " +
+          `loses the server, its data or its addresses. Set ${PROJECT}:deleteProtection true (${PROJECT}:allowUnprotectedProduction ` +
           "does not lift this policy; tear production down from a laptop without --policy-pack, on purpose).",
         args.urn,
       );
@@ -273,7 +274,7 @@ export function rolesHaveBudgets(roles: readonly AnyRoleDefinition[]): Validator
     if (problems.length > 0) {
       reportViolation(
         `${args.name} deploys the ${name} role, whose budget is incomplete: ${problems.join("; ")}. Declare its monthly cost, secrets, ` +
-          `alerts and failure points in budget (RoleBudget) in components/${name}/index.ts, or leave the role out of the stack (its leaninfra: key).`,
+          `alerts and failure points in budget (RoleBudget) in components/${name}/index.ts, or leave the role out of the stack (its ${PROJECT}: key).`,
         args.urn,
       );
     }
@@ -290,10 +291,10 @@ export function policies(settings: StackSettings, roles: readonly AnyRoleDefinit
   });
   return [
     policy("public-ports-only-ssh-web", "No public inbound port but 22, 80 and 443 (ICMP allowed: ping and path MTU discovery).", publicPortsOnly),
-    policy("ssh-not-from-whole-internet", "SSH never from 0.0.0.0/0 or ::/0 unless leaninfra:sshAllowAnywhere is true.", sshNotFromEverywhere(settings)),
+    policy("ssh-not-from-whole-internet", `SSH never from 0.0.0.0/0 or ::/0 unless ${PROJECT}:sshAllowAnywhere is true.`, sshNotFromEverywhere(settings)),
     policy("databases-not-exposed", "PostgreSQL (5432) and Redis (6379) never exposed: no firewall rule, load balancer or origin rule reaches them.", databasesNotExposed),
     policy("backup-bucket-in-second-account", "The backup bucket in another Cloudflare account than the zone's, through its own provider.", backupBucketInSecondAccount(settings)),
-    policy("redis-only-with-named-job", "Redis only with one named job (leaninfra:redisJob).", redisOnlyWithJob(settings)),
+    policy("redis-only-with-named-job", `Redis only with one named job (${PROJECT}:redisJob).`, redisOnlyWithJob(settings)),
     policy("production-delete-protection", "Production servers, volumes and primary IPs have delete protection (servers rebuild protection too).", productionProtected(settings)),
     policy("roles-declare-budget", "Every deployed role declares its monthly cost, secrets, alerts and failure points.", rolesHaveBudgets(roles)),
   ];

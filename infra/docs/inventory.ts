@@ -1,3 +1,4 @@
+import { PROJECT } from "../config";
 import { registryHost } from "../../components/app/settings";
 import { describeResourceType } from "./resource-types";
 import { DocsFacts, RoleFacts, SecretKeyFacts } from "./facts";
@@ -24,15 +25,15 @@ function secretState(s: SecretKeyFacts | undefined, stack: string): string {
 function accounts(f: DocsFacts): Account[] {
   const cfg = f.cfg;
   const s = cfg as unknown as Record<string, string | boolean>;
-  const secret = (key: string) => secretState(f.secretKeys.find((k) => k.key === key || k.key === `leaninfra:${key}`), f.stack);
+  const secret = (key: string) => secretState(f.secretKeys.find((k) => k.key === key || k.key === `${PROJECT}:${key}`), f.stack);
   const money = (currency: string) => (f.plan.cost.totals[currency] ?? 0).toFixed(2) + ` ${currency}`;
   const hetzner = f.plan.cost.lines.filter((l) => l.currency === "EUR");
   const app = f.roles.find((r) => r.definition.name === "app");
   const image = String(s.appImage ?? "");
   const receiver = String(s.alertReceiver);
   const alertTo: Record<string, string> = {
-    webhook: "a webhook: Alertmanager posts its JSON to the URL in the secret `leaninfra:alertWebhookUrl` (not shown here)",
-    telegram: `Telegram: a bot (its token is the secret \`leaninfra:alertTelegramBotToken\`) writing to chat ${code(String(s.alertTelegramChatId))}`,
+    webhook: `a webhook: Alertmanager posts its JSON to the URL in the secret \`${PROJECT}:alertWebhookUrl\` (not shown here)`,
+    telegram: `Telegram: a bot (its token is the secret \`${PROJECT}:alertTelegramBotToken\`) writing to chat ${code(String(s.alertTelegramChatId))}`,
     email: `e-mail to ${code(String(s.alertEmailTo))} from ${code(String(s.alertEmailFrom))} through ${code(String(s.alertSmtpHost))}`,
   };
   const alertSecrets: Record<string, string> = {
@@ -40,7 +41,7 @@ function accounts(f: DocsFacts): Account[] {
     telegram: secret("alertTelegramBotToken"),
     email: s.alertSmtpUser ? secret("alertSmtpPassword") : "none (no SMTP login)",
   };
-  const sentry = f.secretKeys.find((k) => k.key === "leaninfra:sentryDsn");
+  const sentry = f.secretKeys.find((k) => k.key === `${PROJECT}:sentryDsn`);
   return [
     {
       name: "Hetzner Cloud",
@@ -62,7 +63,7 @@ function accounts(f: DocsFacts): Account[] {
       name: "Cloudflare R2 (the backup account)",
       what: `account ${code(cfg.backupAccountId)}, bucket ${code(cfg.bucketName)} (location hint ${cfg.backupLocationHint}, jurisdiction ${cfg.backupJurisdiction}), locked ${cfg.backupLockDays} days, kept ${cfg.backupRetentionDays} days`,
       cost: `${money("USD")} for about ${cfg.backupEstimatedGb} GB (backupEstimatedGb)`,
-      controls: `whoever administers account ${cfg.backupAccountId}, and any holder of \`leaninfra:backupApiToken\`; the server's token reaches only objects in this bucket`,
+      controls: `whoever administers account ${cfg.backupAccountId}, and any holder of \`${PROJECT}:backupApiToken\`; the server's token reaches only objects in this bucket`,
       dependsOnIt: "every restore, the weekly restore drill, and point-in-time recovery (WAL)",
       secrets: `${secret("backupApiToken")}; the bucket's token and the backup passphrase (Pulumi state, and root-only files on the server)`,
     },
@@ -76,7 +77,7 @@ function accounts(f: DocsFacts): Account[] {
     },
     {
       name: "Dead man's switch",
-      what: "the URL in the secret `leaninfra:heartbeatUrl`: the Watchdog alert is posted there every minute",
+      what: `the URL in the secret \`${PROJECT}:heartbeatUrl\`: the Watchdog alert is posted there every minute`,
       cost: YOUR_PLAN,
       controls: "whoever owns that check (e.g. a healthchecks.io project)",
       dependsOnIt: "learning that alerting itself stopped (server, Prometheus or Alertmanager down)",
@@ -84,7 +85,7 @@ function accounts(f: DocsFacts): Account[] {
     },
     {
       name: "Error tracking",
-      what: sentry?.state === "set" ? "a Sentry project (or a compatible service) at the DSN in `leaninfra:sentryDsn`" : "none: `leaninfra:sentryDsn` is not set, so the app's exceptions are only in its log lines",
+      what: sentry?.state === "set" ? `a Sentry project (or a compatible service) at the DSN in \`${PROJECT}:sentryDsn\`` : `none: \`${PROJECT}:sentryDsn\` is not set, so the app's exceptions are only in its log lines`,
       cost: sentry?.state === "set" ? YOUR_PLAN : "0",
       controls: sentry?.state === "set" ? "whoever owns the Sentry organisation" : "-",
       dependsOnIt: "seeing the app's exceptions with their release",
@@ -117,10 +118,10 @@ function roleLines(r: RoleFacts, f: DocsFacts): string[] {
   const d = r.definition;
   const b = d.budget;
   const shape = d.settings.shape as Record<string, { description?: string }>;
-  const state = r.on ? "on" : `off (turned on by ${andList(r.switchKeys.map((k) => code(`leaninfra:${k}`)))})`;
+  const state = r.on ? "on" : `off (turned on by ${andList(r.switchKeys.map((k) => code(`${PROJECT}:${k}`)))})`;
   const lines = [`### ${d.name}: ${state}`, ""];
   if (r.on && r.host) lines.push(`What it sets up: ${r.host.description}.`, "");
-  else lines.push(...r.switchKeys.map((k) => `${code(`leaninfra:${k}`)}: ${shape[k]?.description ?? ""}`), "");
+  else lines.push(...r.switchKeys.map((k) => `${code(`${PROJECT}:${k}`)}: ${shape[k]?.description ?? ""}`), "");
   if (r.services.length) lines.push(`- Services: ${r.services.map(code).join(", ")}`);
   if (r.jobs.length) lines.push(`- Timers: ${r.jobs.map((j) => `${code(j.timer)} (${j.onCalendar})`).join(", ")}`);
   if (d.name === "app" && r.on) lines.push(`- Containers: ${code("app-blue")} or ${code("app-green")} (the serving slot), image ${code(String((f.cfg as Record<string, unknown>).appImage))}`);

@@ -1,3 +1,4 @@
+import { PROJECT } from "../config";
 import { APP_PATHS } from "../../components/app/render";
 import { BACKUPS } from "../../components/backups/layout";
 import { LAYOUT } from "../../components/host/layout";
@@ -75,14 +76,14 @@ function logsSection(f: DocsFacts): string[] {
     ]),
     "",
     `Or on the server, from the journal: ${code(`journalctl --since -1d -t nginx_access -t ${release} -g '<request id>'`)}.`,
-    grafana ? `Or Grafana's dashboard *logs by request id* at https://${setting(f, "grafanaHostname")}.${f.cfg.domain}/.` : "Grafana is off (`leaninfra:grafana`): no dashboard, the tunnel above is the way.",
+    grafana ? `Or Grafana's dashboard *logs by request id* at https://${setting(f, "grafanaHostname")}.${f.cfg.domain}/.` : `Grafana is off (\`${PROJECT}:grafana\`): no dashboard, the tunnel above is the way.`,
     "",
   ];
 }
 
 function rollbackSection(f: DocsFacts): string[] {
   const { stack } = f.cfg;
-  if (!roleOn(f, "app")) return ["## Roll back a deploy", "", "The app role is off (`leaninfra:appImage` is empty): there is no deploy to roll back.", ""];
+  if (!roleOn(f, "app")) return ["## Roll back a deploy", "", `The app role is off (\`${PROJECT}:appImage\` is empty): there is no deploy to roll back.`, ""];
   return [
     "## Roll back a deploy",
     "",
@@ -90,7 +91,7 @@ function rollbackSection(f: DocsFacts): string[] {
     "",
     ...sh([
       `ssh ${f.cfg.fqdn} sudo tail -n 3 ${APP_PATHS.stateDir}/releases    # the releases deployed, newest last`,
-      `pulumi config set leaninfra:appTag <previous release> --stack ${stack}`,
+      `pulumi config set appTag <previous release> --stack ${stack}`,
       `pulumi up --stack ${stack}`,
     ]),
     "",

@@ -174,7 +174,7 @@ test("npm run docs: the committed RUNBOOK.md and INVENTORY.md are what it writes
     assert.match(runbook, /^ssh app\.example\.com /m);
     assert.match(runbook, /HostName %s\\n  User ops\\n' "\$\(pulumi stack output ipv4 --stack prod\)"/);
     assert.match(runbook, /\| grafana \| `grafana-server` \| `systemctl restart grafana-server` \|/);
-    assert.match(runbook, /pulumi config set leaninfra:appTag <previous release> --stack prod/);
+    assert.match(runbook, /pulumi config set appTag <previous release> --stack prod/);
     assert.match(inventory, /\| Container registry \| ghcr\.io: the image `ghcr\.io\/example\/shop`/);
     assert.match(inventory, /^### redis: off \(turned on by `leaninfra:redisJob`\)$/m);
   } finally {
@@ -187,7 +187,8 @@ test("npm run docs -- --stack NAME: another stack's docs name its domain, admin,
   const prod = parse(fs.readFileSync(path.join(REPO, "Pulumi.prod.yaml"), "utf8")) as { config: Record<string, unknown> };
   const ciphertexts = ["v1:docsTestCipherTextOfTheBotToken0000", "v1:docsTestCipherTextOfTheSentryDsn000", "v1:docsTestCipherTextOfTheHcloudToken0"];
   const config = {
-    ...prod.config,
+    // The example's keys have no namespace; Pulumi (and the plan) give them the project's.
+    ...Object.fromEntries(Object.entries(prod.config).map(([key, value]) => [key.includes(":") ? key : `leaninfra:${key}`, value])),
     "leaninfra:domain": "shop-example.net",
     "leaninfra:cloudflareZone": "shop-example.net",
     "leaninfra:hostname": "web",

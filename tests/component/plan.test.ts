@@ -125,7 +125,7 @@ function bucketLines(bundle: string): string[] {
 test("the plan's backups bundle sends pgBackRest to the endpoint and bucket `pulumi up` gives it, for the same stack file", async () => {
   // A bucket in the EU jurisdiction has its own endpoint host, which a plan built without it would miss.
   const dir = project({ "Pulumi.prod.yaml": PROD });
-  assert.match(PROD, /^ {2}leaninfra:backupJurisdiction: eu$/m);
+  assert.match(PROD, /^ {2}backupJurisdiction: eu$/m);
   const planned = runPlan([], dir);
   assert.equal(planned.code, 0, planned.stderr);
   const preview = bucketLines(fs.readFileSync(path.join(dir, "out/prod/bundles/backups.sh"), "utf8"));

@@ -320,8 +320,10 @@ describe("refusals before Pulumi runs", () => {
       fs.cpSync(path.join(REPO, "ci"), path.join(repo, "ci"), { recursive: true });
       fs.symlinkSync(path.join(REPO, "node_modules"), path.join(repo, "node_modules"));
       const stackFile = fs.readFileSync(path.join(REPO, "Pulumi.prod.yaml"), "utf8");
-      assert.match(stackFile, /^ {2}leaninfra:appTag: 1\.0\.0$/m);
+      assert.match(stackFile, /^ {2}appTag: 1\.0\.0$/m);
       fs.writeFileSync(path.join(repo, "Pulumi.prod.yaml"), stackFile);
+      // The project's name in Pulumi.yaml is the namespace of the stack file's keys.
+      fs.copyFileSync(path.join(REPO, "Pulumi.yaml"), path.join(repo, "Pulumi.yaml"));
       git(repo, "init", "-q", "-b", "main");
       git(repo, "add", ".");
       git(repo, "commit", "-q", "-m", "first release");
