@@ -44,7 +44,10 @@ test("offlineStackFile keeps every setting and drops what only the stack's own s
 test("npm run preview -- --offline previews the stack file through the engine, secrets as placeholders", () => {
   const r = preview(["--offline"]);
   assert.equal(r.code, 0, r.output);
-  assert.match(r.output, /Offline preview of Pulumi\.prod\.yaml with stand-in providers \(encrypted values replaced by placeholders: hcloud:token, cloudflare:apiToken, leaninfra:backupApiToken, leaninfra:alertWebhookUrl, leaninfra:appSecretEnv\)/);
+  assert.match(r.output, /Offline preview of Pulumi\.prod\.yaml with stand-in providers \(encrypted values replaced by placeholders: hcloud:token, cloudflare:apiToken, backupApiToken, alertWebhookUrl, appSecretEnv\)/);
+  // The guardrails run in every preview, as in the pipelines.
+  assert.match(r.output, /Policy Packs run:\s+Name\s+Version\s+leaninfra\|local\|policy\s/);
+  assert.doesNotMatch(r.output, /mandatory\]/);
   // 52 before the observability roles; now 3 more role commands and 3 more generated passwords.
   assert.match(r.output, /Resources:\s+\+ 58 to create/);
   assert.ok(!r.output.includes("do-not-print-me"));

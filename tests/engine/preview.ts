@@ -1,5 +1,5 @@
-// `npm run preview [-- --stack NAME] [-- --offline]`: the real engine's `pulumi preview --diff`, as
-// merge-request pipelines run it.
+// `npm run preview [-- --stack NAME] [-- --offline]`: the real engine's `pulumi preview --diff` with
+// the policy pack (policy/), as merge-request pipelines run it.
 //   online (default): against the stack's own backend, with the real provider plugins and credentials;
 //   --offline: no account, no network: the stand-in plugins, a throwaway local backend, the stack
 //   file's settings with its encrypted values replaced by placeholders. It shows what the engine
@@ -10,15 +10,18 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { parseDocument } from "yaml";
+import { PROJECT } from "../../infra/config";
 import { EngineWorkspace, PROJECT_FILES, REQUIRED_SECRETS, installedPulumi, pulumiTools } from "./workspace";
 
 /** A stand-in for an encrypted value that the program's checks accept (the app's secret environment is KEY=value lines). */
 function placeholder(key: string): string {
-  if (key === "leaninfra:appSecretEnv") return "OFFLINE_PLACEHOLDER=0123456789";
+  const name = key.replace(/^[^:]*:/, "");
+  if (name === "appSecretEnv") return "OFFLINE_PLACEHOLDER=0123456789";
   // Of the shape the roles check: the alert route's and the heartbeat's URLs, Sentry's DSN.
-  if (/Url$/.test(key)) return "https://offline-placeholder.example.net/0123456789";
-  if (key === "leaninfra:sentryDsn") return "https://0123456789abcdef@offline-placeholder.example.net/1";
-  return "offline-placeholder-0123456789";
+  if (/Url$/.test(name)) return "https://offline-placeholder.example.net/0123456789";
+  if (name === "sentryDsn") return "https://0123456789abcdef@offline-placeholder.example.net/1";
+  // One value per key: the policy pack refuses a backup account reached with the zone's own token.
+  return `offline-placeholder-${name.replace(/[^A-Za-z0-9]/g, "")}-0123456789`;
 }
 
 /**
@@ -38,17 +41,24 @@ export function offlineStackFile(text: string): { text: string; encryptedKeys: s
   return { text: doc.toString(), encryptedKeys };
 }
 
+/** The guardrails every preview runs (policy/), as the pipelines do. */
+const POLICY_PACK = "policy";
+
 function offline(stack: string): number {
   const stackFile = `Pulumi.${stack}.yaml`;
   if (!fs.existsSync(stackFile)) {
     console.error(`preview: no ${stackFile} here`);
     return 2;
   }
-  const ws = new EngineWorkspace({ tools: installedPulumi() ?? pulumiTools(), typeCheck: true, projectFiles: PROJECT_FILES.filter((f) => !/^Pulumi\..+\.yaml$/.test(f) || f === "Pulumi.yaml") });
+  const projectFiles = [...PROJECT_FILES.filter((f) => !/^Pulumi\..+\.yaml$/.test(f) || f === "Pulumi.yaml"), POLICY_PACK];
+  const ws = new EngineWorkspace({ tools: installedPulumi() ?? pulumiTools(), typeCheck: true, projectFiles });
   try {
     const { text, encryptedKeys } = offlineStackFile(fs.readFileSync(stackFile, "utf8"));
     fs.writeFileSync(path.join(ws.project, stackFile), text);
-    const placeholders = Object.fromEntries([...new Set([...REQUIRED_SECRETS, ...encryptedKeys])].map((key) => [key, placeholder(key)]));
+    // The project's secrets without a namespace: Pulumi gives them the project's name, whatever
+    // `pulumi new --name` chose.
+    const own = (key: string) => (key.startsWith(`${PROJECT}:`) ? key.slice(PROJECT.length + 1) : key.replace(/^leaninfra:/, ""));
+    const placeholders = Object.fromEntries([...new Set([...REQUIRED_SECRETS, ...encryptedKeys].map(own))].map((key) => [key, placeholder(key)]));
     try {
       ws.initStack(stack, placeholders);
     } catch (error) {
@@ -56,7 +66,7 @@ function offline(stack: string): number {
       return 1;
     }
     console.log(`Offline preview of ${stackFile} with stand-in providers (encrypted values replaced by placeholders: ${Object.keys(placeholders).join(", ")})\n`);
-    const r = spawnSync("pulumi", ["preview", "--diff"], { cwd: ws.project, env: ws.env(), stdio: "inherit" });
+    const r = spawnSync("pulumi", ["preview", "--diff", "--policy-pack", POLICY_PACK], { cwd: ws.project, env: ws.env(), stdio: "inherit" });
     return r.status ?? 1;
   } finally {
     ws.dispose();
@@ -64,7 +74,7 @@ function offline(stack: string): number {
 }
 
 function online(stack: string, rest: string[]): number {
-  const r = spawnSync("pulumi", ["preview", "--diff", "--stack", stack, ...rest], { stdio: "inherit" });
+  const r = spawnSync("pulumi", ["preview", "--diff", "--stack", stack, "--policy-pack", POLICY_PACK, ...rest], { stdio: "inherit" });
   if (r.error) {
     console.error(`preview: cannot run pulumi (${r.error.message}); install the Pulumi CLI, or use --offline`);
     return 2;
