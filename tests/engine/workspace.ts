@@ -21,8 +21,10 @@ export const REQUIRED_SECRETS = ["hcloud:token", "cloudflare:apiToken", "leaninf
 export function standinSecret(key: string, tag: string): string {
   const token = `standin-${key.replace(/\W/g, "-")}-${tag}`;
   if (/Url$/.test(key)) return `https://hooks.example.net/${token}`;
-  if (key === "leaninfra:sentryDsn") return `https://${tag}@errors.example.net/1`;
-  if (key === "leaninfra:appSecretEnv") return `STANDIN_SECRET=${tag}`;
+  // With or without the project's namespace (pulumi config set sentryDsn is the project's key).
+  const name = key.replace(/^leaninfra:/, "");
+  if (name === "sentryDsn") return `https://${tag}@errors.example.net/1`;
+  if (name === "appSecretEnv") return `STANDIN_SECRET=${tag}`;
   return token;
 }
 
