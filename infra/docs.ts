@@ -3,12 +3,11 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
-import { ConfigError } from "./config";
 import { collectDocsFacts } from "./docs/facts";
 import { renderInventory } from "./docs/inventory";
 import { renderRunbook } from "./docs/runbook";
 import { readRunbook } from "./docs/runbook-source";
-import { PlanInputError } from "./plan";
+import { runCli } from "./plan";
 
 /** RUNBOOK.md and INVENTORY.md for prod; RUNBOOK.<stack>.md and INVENTORY.<stack>.md for any other stack. */
 export function docsFileNames(stack: string): { runbook: string; inventory: string } {
@@ -44,16 +43,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (require.main === module) {
-  main().then(
-    (code) => process.exit(code),
-    (error: unknown) => {
-      if (error instanceof ConfigError || error instanceof PlanInputError || (error as { code?: string }).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
-        process.stderr.write(`${(error as Error).message}\n`);
-        process.exit(2);
-      }
-      process.stderr.write(`docs failed: ${(error as Error).stack ?? String(error)}\n`);
-      process.exit(1);
-    },
-  );
-}
+if (require.main === module) runCli("docs", main);

@@ -232,17 +232,22 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (require.main === module) {
+/**
+ * Runs an npm script's main and exits with its code. Problems a user can fix (config, the stack file,
+ * an unknown option) are printed as they are, exit 2, without a stack trace; anything else exits 1.
+ */
+export function runCli(name: string, main: () => Promise<number>): void {
   main().then(
     (code) => process.exit(code),
     (error: unknown) => {
-      // Problems a user can fix are printed as they are, without a stack trace.
       if (error instanceof ConfigError || error instanceof PlanInputError || (error as { code?: string }).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
         process.stderr.write(`${(error as Error).message}\n`);
         process.exit(2);
       }
-      process.stderr.write(`plan failed: ${(error as Error).stack ?? String(error)}\n`);
+      process.stderr.write(`${name} failed: ${(error as Error).stack ?? String(error)}\n`);
       process.exit(1);
     },
   );
 }
+
+if (require.main === module) runCli("plan", main);
