@@ -18,6 +18,7 @@ import { proxyRole } from "../../components/proxy";
 import { redisRole, role as redisDefinition } from "../../components/redis";
 import { DOMAIN, TestPki, makeTestPki, testProxySettings } from "../fixtures/test-app/scenario";
 import { BootedRoot, must } from "./booted-root";
+import { TEST_MONITORING_SETTINGS } from "./facts";
 import { S3Server, freePort } from "./s3-server";
 import { buildReleaseDir, serveRelease } from "./victorialogs";
 
@@ -114,30 +115,17 @@ export async function prepareObservabilityStack(): Promise<ObservabilityStack> {
     storageCaPem: s3.caPem,
     hostname: "app",
   };
+  // The example stack's monitoring settings, with this root's domain, volume, ports, passwords and local hooks.
   const monitoring: MonitoringSettings = {
+    ...TEST_MONITORING_SETTINGS,
     fqdn: `app.${DOMAIN}`,
     domain: DOMAIN,
-    canonicalHost: "apex",
     volumeSizeGb: 2,
-    prometheusRetentionDays: 35,
-    prometheusRetentionSizeGb: 0,
-    alertReceiver: "webhook",
-    alertEmailTo: "",
-    alertEmailFrom: "",
-    alertSmtpHost: "",
-    alertSmtpUser: "",
-    alertTelegramChatId: "",
-    sloObjectivePercent: 99.9,
-    sloLatencyMs: 500,
-    appErrorLinesPerMinute: 10,
-    alertSmtpPassword: "",
-    alertTelegramBotToken: "",
     alertWebhookUrl: `http://127.0.0.1:${hooks.port}/alerts`,
     heartbeatUrl: `http://127.0.0.1:${hooks.port}/heartbeat`,
     postgresPassword: `Mon${randomBytes(12).toString("hex")}`,
     postgresPort: port,
     redisUrl,
-    appHealthPath: "/healthz",
   };
   const roles: HostRole[] = [
     baseRole({ adminUser: "ops" }),
