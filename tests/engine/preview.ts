@@ -11,18 +11,7 @@ import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { parseDocument } from "yaml";
 import { PROJECT } from "../../infra/config";
-import { EngineWorkspace, PROJECT_FILES, REQUIRED_SECRETS, installedPulumi, pulumiTools } from "./workspace";
-
-/** A stand-in for an encrypted value that the program's checks accept (the app's secret environment is KEY=value lines). */
-function placeholder(key: string): string {
-  const name = key.replace(/^[^:]*:/, "");
-  if (name === "appSecretEnv") return "OFFLINE_PLACEHOLDER=0123456789";
-  // Of the shape the roles check: the alert route's and the heartbeat's URLs, Sentry's DSN.
-  if (/Url$/.test(name)) return "https://offline-placeholder.example.net/0123456789";
-  if (name === "sentryDsn") return "https://0123456789abcdef@offline-placeholder.example.net/1";
-  // One value per key: the policy pack refuses a backup account reached with the zone's own token.
-  return `offline-placeholder-${name.replace(/[^A-Za-z0-9]/g, "")}-0123456789`;
-}
+import { EngineWorkspace, PROJECT_FILES, REQUIRED_SECRETS, installedPulumi, pulumiTools, standinSecret } from "./workspace";
 
 /**
  * The stack file with what only its own secrets provider can read taken out: the encrypted values
@@ -58,7 +47,7 @@ function offline(stack: string): number {
     // The project's secrets without a namespace: Pulumi gives them the project's name, whatever
     // `pulumi new --name` chose.
     const own = (key: string) => (key.startsWith(`${PROJECT}:`) ? key.slice(PROJECT.length + 1) : key.replace(/^leaninfra:/, ""));
-    const placeholders = Object.fromEntries([...new Set([...REQUIRED_SECRETS, ...encryptedKeys].map(own))].map((key) => [key, placeholder(key)]));
+    const placeholders = Object.fromEntries([...new Set([...REQUIRED_SECRETS, ...encryptedKeys].map(own))].map((key) => [key, standinSecret(key, "0123456789abcdef")]));
     try {
       ws.initStack(stack, placeholders);
     } catch (error) {

@@ -17,12 +17,15 @@ export const PASSPHRASE = "correct horse battery staple";
 /** The secrets a fresh stack needs before `pulumi preview` (README step 5; the example stack's alert route is a webhook). */
 export const REQUIRED_SECRETS = ["hcloud:token", "cloudflare:apiToken", "leaninfra:backupApiToken", "leaninfra:alertWebhookUrl"];
 
-/** A stand-in value for a secret key, of the shape its role checks: URLs for *Url keys, a DSN for sentryDsn. */
+/**
+ * A stand-in value for a secret key, of the shape its role checks: URLs for *Url keys, a DSN for
+ * sentryDsn, KEY=value for appSecretEnv; one value per key (the policy pack refuses a backup account
+ * reached with the zone's own token). Keys with or without a namespace.
+ */
 export function standinSecret(key: string, tag: string): string {
   const token = `standin-${key.replace(/\W/g, "-")}-${tag}`;
   if (/Url$/.test(key)) return `https://hooks.example.net/${token}`;
-  // With or without the project's namespace (pulumi config set sentryDsn is the project's key).
-  const name = key.replace(/^leaninfra:/, "");
+  const name = key.replace(/^[^:]*:/, "");
   if (name === "sentryDsn") return `https://${tag}@errors.example.net/1`;
   if (name === "appSecretEnv") return `STANDIN_SECRET=${tag}`;
   return token;
