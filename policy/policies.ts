@@ -5,7 +5,7 @@ import type { ReportViolation, ResourceValidationArgs, ResourceValidationPolicy 
 import { isRedisJob, REDIS_JOB_LIST } from "../components/redis/config";
 import type { AnyRoleDefinition } from "../components/host/define";
 // The config namespace: the project's name in Pulumi.yaml (leaninfra, or what `pulumi new --name` chose).
-import { PROJECT } from "../infra/config";
+import { PROJECT, configSchema } from "../infra/config";
 
 
 /** The keys of the stack's config the policies read, with the program's defaults (infra/config.ts). */
@@ -39,12 +39,14 @@ export function stackSettings(env: NodeJS.ProcessEnv = process.env): StackSettin
     }
   }
   const get = (key: string): string | undefined => config[key.includes(":") ? key : `${PROJECT}:${key}`];
+  // An unset key takes the program's own default, read from its schema.
+  const programDefault = (key: string): string => String((configSchema.shape as Record<string, { parse(v: unknown): unknown }>)[key].parse(undefined));
   return {
-    environment: get("environment") ?? "production",
+    environment: get("environment") ?? programDefault("environment"),
     sshAllowAnywhere: get("sshAllowAnywhere") === "true",
     cloudflareAccountId: get("cloudflareAccountId") || undefined,
     backupAllowSameAccount: get("backupAllowSameAccount") === "true",
-    redisJob: get("redisJob") ?? "none",
+    redisJob: get("redisJob") ?? programDefault("redisJob"),
     zoneApiToken: get("cloudflare:apiToken") || undefined,
   };
 }
